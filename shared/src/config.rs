@@ -1,0 +1,115 @@
+//! Layered configuration: defaults → TOML file → `WEFT_` environment → CLI flags.
+//!
+//! Each binary has its own config struct (serde, with defaults); this module
+//! merges the layers and reports a bad value clearly. Binaries exit with
+//! [`EXIT_CONFIG`] (64, `EX_USAGE`) when it fails, and print the effective
+//! config with `--print-config`.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::Path;
+
+/// Exit code for bad configuration (`EX_USAGE`).
+pub const EXIT_CONFIG: i32 = 64;
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Merges the layers into `T`. `cli` holds only the flags given (serialize
+/// `None` fields away with `skip_serializing_if`).
+pub fn load<T, C>(file: Option<&Path>, cli: &C) -> Result<T, ConfigError>
+where
+    T: Serialize + DeserializeOwned + Default,
+    C: Serialize,
+{
+    let mut fig = Figment::from(Serialized::defaults(T::default()));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ConfigError(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        fig = fig.merge(Toml::file(path));
+    }
+    fig = fig
+        .merge(Env::prefixed("WEFT_").ignore(&["config"]))
+        .merge(Serialized::defaults(cli));
+    fig.extract().map_err(|e| {
+        let mut msg = e.to_string();
+        if let Some(src) = e.metadata.as_ref().map(|m| m.name.to_string()) {
+            msg = format!("{msg} (from {src})");
+        }
+        ConfigError(msg)
+    })
+}
+
+/// The effective config as TOML-like text for `--print-config`.
+pub fn render<T: Serialize>(config: &T) -> String {
+    match serde_json::to_value(config) {
+        Ok(serde_json::Value::Object(map)) => map
+            .into_iter()
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    #[serde(default)]
+    struct Cfg {
+        a: u32,
+        b: String,
+        c: bool,
+    }
+    impl Default for Cfg {
+        fn default() -> Self {
+            Cfg {
+                a: 1,
+                b: "x".into(),
+                c: false,
+            }
+        }
+    }
+    #[derive(Serialize, Default)]
+    struct Cli {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        a: Option<u32>,
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile_dir();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "a = 5\nb = \"file\"\n").unwrap();
+        let c: Cfg = load(Some(&file), &Cli::default()).unwrap();
+        assert_eq!(
+            c,
+            Cfg {
+                a: 5,
+                b: "file".into(),
+                c: false
+            }
+        );
+        let c: Cfg = load(Some(&file), &Cli { a: Some(9) }).unwrap();
+        assert_eq!(c.a, 9);
+        std::fs::write(&file, "a = \"many\"\n").unwrap();
+        let err = load::<Cfg, _>(Some(&file), &Cli::default()).unwrap_err();
+        assert!(err.to_string().contains("a"), "{err}");
+        assert!(load::<Cfg, _>(Some(&dir.join("missing.toml")), &Cli::default()).is_err());
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("weft-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

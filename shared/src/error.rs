@@ -1,0 +1,91 @@
+//! Stable error codes. Each maps to one HTTP status and one string that clients
+//! can match on; run and node failures carry the same strings.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    // Request errors.
+    InvalidJson,
+    InvalidRequest,
+    InvalidDefinition,
+    InvalidInput,
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    NotDeployed,
+    Conflict,
+    // Capacity.
+    QueueFull,
+    NoWorkers,
+    ShuttingDown,
+    SyncTimeout,
+    Internal,
+    // Run and node outcomes.
+    TimedOut,
+    NodePanicked,
+    NodeLost,
+    ScriptError,
+    ScriptOutOfMemory,
+    ExpressionError,
+    NoBranchMatched,
+    OutputNotReached,
+    Cancelled,
+    WorkerLost,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidDefinition => "invalid_definition",
+            ErrorCode::InvalidInput => "invalid_input",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::NotDeployed => "not_deployed",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::QueueFull => "queue_full",
+            ErrorCode::NoWorkers => "no_workers",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::SyncTimeout => "sync_timeout",
+            ErrorCode::Internal => "internal",
+            ErrorCode::TimedOut => "timed_out",
+            ErrorCode::NodePanicked => "node_panicked",
+            ErrorCode::NodeLost => "node_lost",
+            ErrorCode::ScriptError => "script_error",
+            ErrorCode::ScriptOutOfMemory => "script_out_of_memory",
+            ErrorCode::ExpressionError => "expression_error",
+            ErrorCode::NoBranchMatched => "no_branch_matched",
+            ErrorCode::OutputNotReached => "output_not_reached",
+            ErrorCode::Cancelled => "cancelled",
+            ErrorCode::WorkerLost => "worker_lost",
+        }
+    }
+
+    /// The HTTP status for a request that fails with this code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidJson
+            | ErrorCode::InvalidRequest
+            | ErrorCode::InvalidDefinition
+            | ErrorCode::InvalidInput => 400,
+            ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Conflict | ErrorCode::NotDeployed => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::QueueFull => 429,
+            ErrorCode::NoWorkers | ErrorCode::ShuttingDown => 503,
+            ErrorCode::SyncTimeout | ErrorCode::TimedOut => 504,
+            _ => 500,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

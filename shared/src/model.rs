@@ -1,0 +1,296 @@
+//! The workflow definition users write, and the records of a run.
+//!
+//! A definition is JSON (what `flow_definition.json` holds in an export): a
+//! name, a workflow timeout, nodes and edges. Each node has an `id`, a `kind`
+//! and a kind-specific `config`; the kind and config are checked by
+//! [`crate::validate`], so an unknown kind is reported against its node rather
+//! than failing the whole parse. The format is documented in
+//! `docs/workflow-format.md` with a JSON Schema beside it.
+
+use crate::error::ErrorCode;
+use crate::time::TimeoutLevel;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Workflow timeout when a definition gives none (the product default, 180 s).
+pub const DEFAULT_WORKFLOW_TIMEOUT_MS: u64 = 180_000;
+/// The longest workflow or node timeout a definition may ask for (600 s).
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+
+fn default_timeout_ms() -> u64 {
+    DEFAULT_WORKFLOW_TIMEOUT_MS
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowDefinition {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Workflow timeout in milliseconds: the deadline of the whole run, fixed
+    /// when the run is accepted. Every node and model call lives under it.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    pub nodes: Vec<Node>,
+    #[serde(default)]
+    pub edges: Vec<Edge>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub id: String,
+    /// `input`, `condition`, `script` or `output` (more kinds in later versions).
+    pub kind: String,
+    /// Kind-specific settings; see [`NodeSpec`].
+    #[serde(default)]
+    pub config: Value,
+    /// Node timeout in milliseconds, bounded by the workflow's deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Retries for retryable failures; none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Fault injection for tests and chaos runs. Ignored unless the worker runs
+    /// with `fault_injection = true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// The node's code panics.
+    Panic,
+    /// The node never finishes (until a deadline stops it).
+    Hang,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Total attempts, the first included (1 = no retry). At most 10.
+    pub max_attempts: u32,
+    /// First backoff delay; doubles each attempt, with jitter.
+    #[serde(default = "default_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+fn default_backoff_ms() -> u64 {
+    100
+}
+fn default_max_backoff_ms() -> u64 {
+    5_000
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            initial_backoff_ms: default_backoff_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Edge {
+    pub from: String,
+    pub to: String,
+    /// For edges leaving a `condition` node: the branch that takes this edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+}
+
+/// A node's kind with its parsed config.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeSpec {
+    Input(InputConfig),
+    Condition(ConditionConfig),
+    Script(ScriptConfig),
+    Output(OutputConfig),
+}
+
+impl NodeSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NodeSpec::Input(_) => "input",
+            NodeSpec::Condition(_) => "condition",
+            NodeSpec::Script(_) => "script",
+            NodeSpec::Output(_) => "output",
+        }
+    }
+}
+
+/// The kinds this version knows.
+pub const NODE_KINDS: &[&str] = &["input", "condition", "script", "output"];
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// JSON Schema the run's input must match (any input when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionConfig {
+    /// Checked in order; the first whose `when` is true is taken.
+    pub branches: Vec<Branch>,
+    /// Branch taken when none matches; without it, no match fails the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Branch {
+    pub name: String,
+    /// A CEL expression over `input` and `steps` that yields a bool.
+    pub when: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptConfig {
+    /// The body of a JavaScript function of one argument, `ctx`
+    /// (`ctx.input`, `ctx.steps`); what it returns is the node's output.
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Result field → CEL expression over `input` and `steps`.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+}
+
+/// Where a run stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Waiting,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::TimedOut | RunStatus::Cancelled
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::TimedOut => "timed_out",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        Some(match s {
+            "queued" => RunStatus::Queued,
+            "running" => RunStatus::Running,
+            "waiting" => RunStatus::Waiting,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "timed_out" => RunStatus::TimedOut,
+            "cancelled" => RunStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Skipped,
+    Cancelled,
+}
+
+/// Why a run or node failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunError {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// For `timed_out`: the level whose deadline fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<TimeoutLevel>,
+}
+
+impl RunError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        RunError {
+            code,
+            message: message.into(),
+            node_id: None,
+            level: None,
+        }
+    }
+
+    pub fn timed_out(level: TimeoutLevel) -> Self {
+        RunError {
+            code: ErrorCode::TimedOut,
+            message: format!("{} timeout fired", level.as_str()),
+            node_id: None,
+            level: Some(level),
+        }
+    }
+
+    pub fn at_node(mut self, node_id: &str) -> Self {
+        self.node_id = Some(node_id.to_string());
+        self
+    }
+}
+
+/// One node's line in a run's log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeLog {
+    pub node_id: String,
+    pub kind: String,
+    pub status: NodeStatus,
+    /// Which placement of the run this line belongs to (1 = first).
+    pub run_attempt: u32,
+    pub started_at_ms: u64,
+    pub ended_at_ms: u64,
+    /// Attempts the node's retry policy made.
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RunError>,
+}
+
+/// One placement of a run on a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunAttempt {
+    pub attempt: u32,
+    pub worker_id: String,
+    pub placed_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at_ms: Option<u64>,
+    /// How the attempt ended: a run status, or `worker_lost`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}

@@ -1,0 +1,84 @@
+//! Every NATS subject Weft uses, built in one place.
+//!
+//! All subjects start with a configurable prefix (default `weft`), so several
+//! clusters — or several tests — can share one NATS server.
+//!
+//! | subject | direction | message |
+//! | --- | --- | --- |
+//! | `<p>.workers.heartbeat` | worker → coordinators | [`crate::wire::Heartbeat`] |
+//! | `<p>.workers.deregister` | worker → coordinators | [`crate::wire::Deregister`] |
+//! | `<p>.worker.<id>.assign` | coordinator → one worker (request) | [`crate::wire::Assign`] → [`crate::wire::AssignReply`] |
+//! | `<p>.worker.<id>.cancel` | coordinator → one worker | [`crate::wire::Cancel`] |
+//! | `<p>.runs.results` | worker → coordinators (request, queue group) | [`crate::wire::RunResult`] → [`crate::wire::ResultAck`] |
+
+/// Queue group coordinators share for run results, so each result is handled once.
+pub const RESULTS_QUEUE_GROUP: &str = "weft-coordinators";
+
+#[derive(Clone, Debug)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Subjects::new("weft")
+    }
+}
+
+impl Subjects {
+    pub fn new(prefix: &str) -> Self {
+        Subjects {
+            prefix: prefix.trim_end_matches('.').to_string(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn heartbeat(&self) -> String {
+        format!("{}.workers.heartbeat", self.prefix)
+    }
+
+    pub fn deregister(&self) -> String {
+        format!("{}.workers.deregister", self.prefix)
+    }
+
+    pub fn assign(&self, worker_id: &str) -> String {
+        format!("{}.worker.{}.assign", self.prefix, worker_id)
+    }
+
+    pub fn cancel(&self, worker_id: &str) -> String {
+        format!("{}.worker.{}.cancel", self.prefix, worker_id)
+    }
+
+    pub fn results(&self) -> String {
+        format!("{}.runs.results", self.prefix)
+    }
+}
+
+/// Whether a worker id is safe inside a subject (one token: no dots,
+/// wildcards or whitespace).
+pub fn valid_worker_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_carry_the_prefix() {
+        let s = Subjects::new("t1.");
+        assert_eq!(s.assign("w-1"), "t1.worker.w-1.assign");
+        assert_eq!(s.results(), "t1.runs.results");
+        assert!(valid_worker_id("w-1_a"));
+        assert!(!valid_worker_id("w.1"));
+        assert!(!valid_worker_id("w*"));
+        assert!(!valid_worker_id(""));
+    }
+}

@@ -1,0 +1,287 @@
+//! The wire protocol: MessagePack (rmp-serde) inside a small versioned envelope.
+//!
+//! An envelope is `[version, kind, body]`. A receiver checks the version and
+//! the kind before it looks at the body, so a message from a newer protocol, or
+//! one sent to the wrong subject, is an error — never a panic or a misread.
+
+use crate::model::{NodeLog, RunError, RunStatus, WorkflowDefinition};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// A message that can cross the wire.
+pub trait Message: Serialize + DeserializeOwned {
+    /// A short name that travels in the envelope.
+    const KIND: &'static str;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("could not decode message: {0}")]
+    Decode(String),
+    #[error("unsupported protocol version {0} (this build speaks {PROTOCOL_VERSION})")]
+    Version(u16),
+    #[error("expected a `{expected}` message, got `{got}`")]
+    Kind { expected: &'static str, got: String },
+    #[error("could not encode message: {0}")]
+    Encode(String),
+}
+
+#[derive(Serialize)]
+struct EnvelopeOut<'a, T> {
+    v: u16,
+    kind: &'a str,
+    body: &'a T,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeHead {
+    v: u16,
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeIn<T> {
+    #[allow(dead_code)]
+    v: u16,
+    #[allow(dead_code)]
+    kind: String,
+    body: T,
+}
+
+/// Encodes a message in its envelope.
+pub fn encode<T: Message>(msg: &T) -> Result<bytes::Bytes, WireError> {
+    let env = EnvelopeOut {
+        v: PROTOCOL_VERSION,
+        kind: T::KIND,
+        body: msg,
+    };
+    rmp_serde::to_vec_named(&env)
+        .map(bytes::Bytes::from)
+        .map_err(|e| WireError::Encode(e.to_string()))
+}
+
+/// Decodes a message, checking version and kind first.
+pub fn decode<T: Message>(bytes: &[u8]) -> Result<T, WireError> {
+    // The head is decoded on its own: the body stays unread until the version
+    // and kind are known to match. Trailing fields are ignored by serde.
+    let head: EnvelopeHead =
+        rmp_serde::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string()))?;
+    if head.v != PROTOCOL_VERSION {
+        return Err(WireError::Version(head.v));
+    }
+    if head.kind != T::KIND {
+        return Err(WireError::Kind {
+            expected: T::KIND,
+            got: head.kind.chars().take(64).collect(),
+        });
+    }
+    let env: EnvelopeIn<T> =
+        rmp_serde::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string()))?;
+    Ok(env.body)
+}
+
+/// A worker's periodic announcement of itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub worker_id: String,
+    /// Runs it will hold at once.
+    pub capacity: u32,
+    /// Runs it holds now.
+    pub inflight: u32,
+    /// True once it has been told to stop: place nothing new on it.
+    pub draining: bool,
+    /// Increases with each heartbeat of one worker process.
+    pub seq: u64,
+    /// When this worker process started (Unix ms): tells a restart from a
+    /// late heartbeat.
+    pub started_at_ms: u64,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+impl Message for Heartbeat {
+    const KIND: &'static str = "heartbeat";
+}
+
+/// A worker leaving cleanly after draining.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Deregister {
+    pub worker_id: String,
+}
+impl Message for Deregister {
+    const KIND: &'static str = "deregister";
+}
+
+/// A run placed on a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Assign {
+    pub run_id: Uuid,
+    /// 1 for the first placement; each re-placement adds one.
+    pub attempt: u32,
+    pub workflow_id: String,
+    pub version: u32,
+    pub definition: Arc<WorkflowDefinition>,
+    pub input: Value,
+    /// The workflow deadline, fixed when the run was accepted (Unix ms).
+    pub deadline_ms: u64,
+    /// W3C `traceparent` of the request that started the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+impl Message for Assign {
+    const KIND: &'static str = "assign";
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AssignReply {
+    pub accepted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+impl Message for AssignReply {
+    const KIND: &'static str = "assign_reply";
+}
+
+/// Stop a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cancel {
+    pub run_id: Uuid,
+}
+impl Message for Cancel {
+    const KIND: &'static str = "cancel";
+}
+
+/// How one placement of a run ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub run_id: Uuid,
+    pub attempt: u32,
+    pub worker_id: String,
+    pub status: RunStatus,
+    #[serde(default)]
+    pub output: Option<Value>,
+    #[serde(default)]
+    pub error: Option<RunError>,
+    pub nodes: Vec<NodeLog>,
+    pub started_at_ms: u64,
+    pub ended_at_ms: u64,
+}
+impl Message for RunResult {
+    const KIND: &'static str = "run_result";
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResultAck {
+    pub run_id: Uuid,
+}
+impl Message for ResultAck {
+    const KIND: &'static str = "result_ack";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+    use crate::model::{NodeStatus, RunError};
+    use crate::time::TimeoutLevel;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn sample_assign() -> Assign {
+        let def: WorkflowDefinition = serde_json::from_value(json!({
+            "name": "w", "nodes": [{"id": "in", "kind": "input"}, {"id": "out", "kind": "output"}],
+            "edges": [{"from": "in", "to": "out"}]
+        }))
+        .unwrap();
+        Assign {
+            run_id: Uuid::now_v7(),
+            attempt: 2,
+            workflow_id: "wf".into(),
+            version: 3,
+            definition: Arc::new(def),
+            input: json!({"a": [1, 2.5, "x", null, {"b": true}]}),
+            deadline_ms: 123,
+            traceparent: None,
+        }
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let a = sample_assign();
+        assert_eq!(decode::<Assign>(&encode(&a).unwrap()).unwrap(), a);
+        let r = RunResult {
+            run_id: a.run_id,
+            attempt: 1,
+            worker_id: "w1".into(),
+            status: RunStatus::TimedOut,
+            output: None,
+            error: Some(RunError::timed_out(TimeoutLevel::Node).at_node("x")),
+            nodes: vec![NodeLog {
+                node_id: "x".into(),
+                kind: "script".into(),
+                status: NodeStatus::TimedOut,
+                run_attempt: 1,
+                started_at_ms: 1,
+                ended_at_ms: 2,
+                attempts: 1,
+                error: Some(RunError::new(ErrorCode::TimedOut, "node")),
+            }],
+            started_at_ms: 1,
+            ended_at_ms: 2,
+        };
+        assert_eq!(decode::<RunResult>(&encode(&r).unwrap()).unwrap(), r);
+        let h = Heartbeat {
+            worker_id: "w".into(),
+            capacity: 10,
+            inflight: 3,
+            draining: false,
+            seq: 9,
+            started_at_ms: 5,
+            labels: Default::default(),
+        };
+        assert_eq!(decode::<Heartbeat>(&encode(&h).unwrap()).unwrap(), h);
+    }
+
+    #[test]
+    fn wrong_kind_and_version_are_rejected() {
+        let h = encode(&Cancel {
+            run_id: Uuid::nil(),
+        })
+        .unwrap();
+        assert!(matches!(decode::<Assign>(&h), Err(WireError::Kind { .. })));
+        let future = rmp_serde::to_vec_named(&EnvelopeOut {
+            v: 99,
+            kind: "cancel",
+            body: &Cancel {
+                run_id: Uuid::nil(),
+            },
+        })
+        .unwrap();
+        assert!(matches!(
+            decode::<Cancel>(&future),
+            Err(WireError::Version(99))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<Assign>(&bytes);
+            let _ = decode::<RunResult>(&bytes);
+            let _ = decode::<Heartbeat>(&bytes);
+        }
+
+        #[test]
+        fn truncated_messages_are_errors(cut in 0usize..200) {
+            let bytes = encode(&sample_assign()).unwrap();
+            let cut = cut.min(bytes.len().saturating_sub(1));
+            prop_assert!(decode::<Assign>(&bytes[..cut]).is_err());
+        }
+    }
+}
