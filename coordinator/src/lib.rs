@@ -1,1 +1,126 @@
+//! The Weft coordinator: accepts runs over HTTP, stores them, places each on a
+//! worker over NATS and reports the result.
+//!
+//! - [`api`]: the HTTP API (axum).
+//! - [`store`]: workflows, versions and runs (sqlx; SQLite by default).
+//! - [`dispatch`]: the worker registry, the queue and runs in flight.
+//! - [`placement`]: the pure choice of worker.
+//! - [`metrics`]: metric names and descriptions.
+//!
+//! [`run`] is the whole server; `main.rs` only parses flags and calls it.
 
+pub mod api;
+pub mod config;
+pub mod dispatch;
+pub mod metrics;
+pub mod model;
+pub mod placement;
+pub mod store;
+
+pub use config::CoordinatorConfig;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use weft_shared::subjects::Subjects;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("nats: {0}")]
+    Nats(String),
+    #[error("http: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// Runs the coordinator on `listener` until `shutdown` completes, then drains:
+/// new runs are refused, requests in flight get up to `shutdown_grace_ms`.
+pub async fn run(
+    config: CoordinatorConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), CoordinatorError> {
+    metrics::describe();
+    let _ = weft_shared::telemetry::prometheus();
+    let store = store::Store::open(&config.database_url).await?;
+    let nats = async_nats::ConnectOptions::new()
+        .name("weft-coordinator")
+        .retry_on_initial_connect()
+        .connect(config.nats_url.as_str())
+        .await
+        .map_err(|e| CoordinatorError::Nats(e.to_string()))?;
+    let subjects = Subjects::new(&config.subject_prefix);
+
+    // Runs that had not ended when the coordinator last stopped.
+    let mut recovered = Vec::new();
+    let mut defs = HashMap::new();
+    for rec in store.unfinished_runs().await? {
+        let key = (rec.workflow_id.clone(), rec.version);
+        if !defs.contains_key(&key) {
+            if let Some(v) = store.get_version(&rec.workflow_id, rec.version).await? {
+                defs.insert(key.clone(), Arc::new(v.definition));
+            }
+        }
+        match defs.get(&key) {
+            Some(d) => recovered.push((rec, d.clone())),
+            None => {
+                tracing::warn!(run_id = %rec.id, "unfinished run's workflow version is gone; leaving it")
+            }
+        }
+    }
+    if !recovered.is_empty() {
+        tracing::info!(runs = recovered.len(), "recovered unfinished runs");
+    }
+
+    let dispatch = dispatch::spawn(
+        dispatch::DispatchConfig {
+            dead_after: Duration::from_millis(config.worker_dead_after_ms),
+            assign_timeout: Duration::from_millis(config.assign_timeout_ms),
+            deadline_grace: Duration::from_millis(config.deadline_grace_ms),
+        },
+        store.clone(),
+        nats.clone(),
+        subjects.clone(),
+        recovered,
+    );
+    dispatch::listen(nats.clone(), &subjects, dispatch.clone())
+        .await
+        .map_err(|e| CoordinatorError::Nats(e.to_string()))?;
+
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let state = Arc::new(api::AppState::new(
+        config,
+        store.clone(),
+        dispatch,
+        nats.clone(),
+    ));
+    let app = api::router(state.clone());
+    tracing::info!(addr = %listener.local_addr()?, "coordinator listening");
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stop2 = stop.clone();
+    let st2 = state.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: refusing new runs, finishing requests in flight");
+        st2.shutting_down.store(true, Ordering::Relaxed);
+        stop2.cancel();
+    });
+    let stop3 = stop.clone();
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(async move { stop3.cancelled().await });
+    tokio::select! {
+        r = server => r?,
+        _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("shutdown grace period over; closing remaining requests");
+        }
+    }
+    let _ = store.flush().await;
+    let _ = nats.flush().await;
+    tracing::info!("coordinator stopped");
+    Ok(())
+}

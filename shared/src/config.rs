@@ -18,6 +18,12 @@ pub const EXIT_CONFIG: i32 = 64;
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
 
+impl From<String> for ConfigError {
+    fn from(s: String) -> Self {
+        ConfigError(s)
+    }
+}
+
 /// Merges the layers into `T`. `cli` holds only the flags given (serialize
 /// `None` fields away with `skip_serializing_if`).
 pub fn load<T, C>(file: Option<&Path>, cli: &C) -> Result<T, ConfigError>
@@ -35,8 +41,17 @@ where
         }
         fig = fig.merge(Toml::file(path));
     }
+    // Only the env vars this binary knows: the coordinator and the workers
+    // may share an environment, and each ignores the other's settings.
+    let known: Vec<String> = match serde_json::to_value(T::default()) {
+        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
     fig = fig
-        .merge(Env::prefixed("WEFT_").ignore(&["config"]))
+        .merge(
+            Env::prefixed("WEFT_")
+                .filter(move |k| known.iter().any(|n| k.as_str().eq_ignore_ascii_case(n))),
+        )
         .merge(Serialized::defaults(cli));
     fig.extract().map_err(|e| {
         let mut msg = e.to_string();
@@ -64,7 +79,7 @@ mod tests {
     use serde::Deserialize;
 
     #[derive(Serialize, Deserialize, Debug, PartialEq)]
-    #[serde(default)]
+    #[serde(default, deny_unknown_fields)]
     struct Cfg {
         a: u32,
         b: String,
@@ -105,6 +120,9 @@ mod tests {
         let err = load::<Cfg, _>(Some(&file), &Cli::default()).unwrap_err();
         assert!(err.to_string().contains("a"), "{err}");
         assert!(load::<Cfg, _>(Some(&dir.join("missing.toml")), &Cli::default()).is_err());
+        // A typo in the file is an error, not a silent default.
+        std::fs::write(&file, "aa = 5\n").unwrap();
+        assert!(load::<Cfg, _>(Some(&file), &Cli::default()).is_err());
     }
 
     fn tempfile_dir() -> std::path::PathBuf {

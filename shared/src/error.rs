@@ -9,6 +9,7 @@ pub enum ErrorCode {
     // Request errors.
     InvalidJson,
     InvalidRequest,
+    UnsupportedMediaType,
     InvalidDefinition,
     InvalidInput,
     NotFound,
@@ -40,6 +41,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidJson => "invalid_json",
             ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::InvalidDefinition => "invalid_definition",
             ErrorCode::InvalidInput => "invalid_input",
             ErrorCode::NotFound => "not_found",
@@ -76,6 +78,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Conflict | ErrorCode::NotDeployed => 409,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::QueueFull => 429,
             ErrorCode::NoWorkers | ErrorCode::ShuttingDown => 503,
             ErrorCode::SyncTimeout | ErrorCode::TimedOut => 504,

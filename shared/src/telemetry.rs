@@ -18,3 +18,73 @@ pub fn init_logging(json: bool) {
         builder.compact().try_init()
     };
 }
+
+/// Buckets for every `*_seconds` histogram: 1 ms to 10 min. Explicit buckets
+/// make the exporter write histograms (which add up across workers), not
+/// summaries (which do not).
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0,
+];
+
+static PROMETHEUS: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+    std::sync::OnceLock::new();
+
+/// Installs the process's Prometheus recorder once and returns its handle
+/// (render it for `/metrics`). Later calls return the same handle, so a
+/// coordinator and workers in one test process share it.
+pub fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
+    PROMETHEUS
+        .get_or_init(|| {
+            use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .expect("buckets are not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Resolves on the first SIGTERM or Ctrl-C; a second one exits the process
+/// at once (exit code 130), skipping the drain.
+pub async fn shutdown_signal() {
+    wait_for_signal().await;
+    tracing::info!("signal received; draining (send it again to exit now)");
+    std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        if let Ok(rt) = rt {
+            rt.block_on(wait_for_signal());
+            eprintln!("second signal: exiting now");
+            std::process::exit(130);
+        }
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,1 +1,443 @@
+//! The Weft worker: takes runs placed on it over NATS and executes each as an
+//! actix actor, each node as a supervised child actor.
+//!
+//! - [`actors`]: the actor system, the run and node actors, the supervision policy.
+//! - [`nodes`]: node kinds, one file each.
+//! - [`timeouts`]: the deadline of each level.
+//! - [`config`], [`metrics`].
+//!
+//! [`run`] is the whole worker; `main.rs` only parses flags and calls it.
 
+pub mod actors;
+pub mod config;
+pub mod metrics;
+pub mod nodes;
+pub mod timeouts;
+
+pub use config::WorkerConfig;
+
+use actix::prelude::*;
+use actors::run::{CancelRun, RunActor, RunSink};
+use actors::ActorRuntime;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+use weft_shared::error::ErrorCode;
+use weft_shared::model::{RunError, RunStatus};
+use weft_shared::subjects::Subjects;
+use weft_shared::time::now_ms;
+use weft_shared::validate::Plan;
+use weft_shared::wire::{
+    self, Assign, AssignReply, Cancel, Deregister, Heartbeat, ResultAck, RunResult,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("nats: {0}")]
+    Nats(String),
+    #[error("actor system: {0}")]
+    Actors(#[from] std::io::Error),
+}
+
+/// Plans kept per (workflow, version), so a definition is checked once.
+const PLAN_CACHE: usize = 1_024;
+
+/// State the NATS side and the actors share.
+struct Shared {
+    worker_id: String,
+    capacity: u32,
+    inflight: AtomicU32,
+    draining: AtomicBool,
+    /// Results sent and not yet acknowledged.
+    unacked: AtomicUsize,
+    runs: Mutex<HashMap<Uuid, Addr<RunActor>>>,
+}
+
+/// A running worker, for tests that need its id.
+pub struct WorkerInfo {
+    pub worker_id: String,
+}
+
+/// Runs the worker until `shutdown` completes, then drains: stops taking runs,
+/// lets those in flight finish within `drain_grace_ms`, deregisters and exits.
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), WorkerError> {
+    run_with(config, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `started` once the worker listens.
+pub async fn run_with(
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+    started: impl FnOnce(WorkerInfo),
+) -> Result<(), WorkerError> {
+    metrics::describe();
+    let prom = weft_shared::telemetry::prometheus();
+    let worker_id = config.resolved_worker_id();
+    let subjects = Subjects::new(&config.subject_prefix);
+    let nats = async_nats::ConnectOptions::new()
+        .name(format!("weft-worker-{worker_id}"))
+        .retry_on_initial_connect()
+        .connect(config.nats_url.as_str())
+        .await
+        .map_err(|e| WorkerError::Nats(e.to_string()))?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let actors = Arc::new(ActorRuntime::start(if config.arbiters == 0 {
+        cores
+    } else {
+        config.arbiters
+    })?);
+    let shared = Arc::new(Shared {
+        worker_id: worker_id.clone(),
+        capacity: config.capacity,
+        inflight: AtomicU32::new(0),
+        draining: AtomicBool::new(false),
+        unacked: AtomicUsize::new(0),
+        runs: Mutex::new(HashMap::new()),
+    });
+    let env = Arc::new(nodes::NodeEnv {
+        script_memory_limit: config.script_memory_limit_bytes,
+        script_permits: Arc::new(tokio::sync::Semaphore::new(
+            if config.script_concurrency == 0 {
+                cores
+            } else {
+                config.script_concurrency
+            },
+        )),
+        fault_injection: config.fault_injection,
+    });
+    ::metrics::gauge!(metrics::WORKER_CAPACITY).set(config.capacity as f64);
+
+    // Results go to the coordinator until acknowledged.
+    let (results_tx, mut results_rx) = tokio::sync::mpsc::unbounded_channel::<RunResult>();
+    {
+        let nats = nats.clone();
+        let subject = subjects.results();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while let Some(r) = results_rx.recv().await {
+                shared.unacked.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(deliver(nats.clone(), subject.clone(), r, shared.clone()));
+            }
+        });
+    }
+    let sink = {
+        let shared = shared.clone();
+        Arc::new(RunSink {
+            results: results_tx,
+            on_end: Box::new(move |run_id| {
+                if let Ok(mut m) = shared.runs.lock() {
+                    m.remove(&run_id);
+                }
+                let n = shared
+                    .inflight
+                    .fetch_sub(1, Ordering::Relaxed)
+                    .saturating_sub(1);
+                ::metrics::gauge!(metrics::WORKER_INFLIGHT).set(n as f64);
+            }),
+        })
+    };
+
+    // Assignments.
+    let mut assigns = nats
+        .subscribe(subjects.assign(&worker_id))
+        .await
+        .map_err(|e| WorkerError::Nats(e.to_string()))?;
+    {
+        let nats = nats.clone();
+        let shared = shared.clone();
+        let actors = actors.clone();
+        tokio::spawn(async move {
+            let mut plans: HashMap<(String, u32), Arc<Plan>> = HashMap::new();
+            while let Some(msg) = assigns.next().await {
+                let reply = match wire::decode::<Assign>(&msg.payload) {
+                    Ok(a) => accept(a, &shared, &actors, &env, &sink, &mut plans),
+                    Err(e) => {
+                        ::metrics::counter!(metrics::WIRE_ERRORS, "subject" => "assign")
+                            .increment(1);
+                        tracing::debug!(error = %e, "dropped bad assignment");
+                        AssignReply {
+                            accepted: false,
+                            reason: Some(format!("bad message: {e}")),
+                        }
+                    }
+                };
+                if let (Some(to), Ok(bytes)) = (msg.reply, wire::encode(&reply)) {
+                    let _ = nats.publish(to, bytes).await;
+                }
+            }
+        });
+    }
+
+    // Cancellations.
+    let mut cancels = nats
+        .subscribe(subjects.cancel(&worker_id))
+        .await
+        .map_err(|e| WorkerError::Nats(e.to_string()))?;
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = cancels.next().await {
+                match wire::decode::<Cancel>(&msg.payload) {
+                    Ok(c) => {
+                        let addr = shared
+                            .runs
+                            .lock()
+                            .ok()
+                            .and_then(|m| m.get(&c.run_id).cloned());
+                        if let Some(addr) = addr {
+                            addr.do_send(CancelRun);
+                        }
+                    }
+                    Err(_) => ::metrics::counter!(metrics::WIRE_ERRORS, "subject" => "cancel")
+                        .increment(1),
+                }
+            }
+        });
+    }
+
+    // Heartbeats.
+    let started_at_ms = now_ms();
+    let interval = Duration::from_millis(config.heartbeat_interval_ms);
+    let beat = {
+        let nats = nats.clone();
+        let subject = subjects.heartbeat();
+        let shared = shared.clone();
+        let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        move || {
+            let hb = Heartbeat {
+                worker_id: shared.worker_id.clone(),
+                capacity: shared.capacity,
+                inflight: shared.inflight.load(Ordering::Relaxed),
+                draining: shared.draining.load(Ordering::Relaxed),
+                seq: seq.fetch_add(1, Ordering::Relaxed),
+                started_at_ms,
+                labels: Default::default(),
+            };
+            let nats = nats.clone();
+            let subject = subject.clone();
+            async move {
+                if let Ok(bytes) = wire::encode(&hb) {
+                    let _ = nats.publish(subject, bytes).await;
+                }
+            }
+        }
+    };
+    let heart = {
+        let beat = beat.clone();
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(interval);
+            loop {
+                iv.tick().await;
+                beat().await;
+            }
+        })
+    };
+
+    // /metrics, /healthz, /readyz.
+    let metrics_server = if config.metrics_addr.is_empty() {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(&config.metrics_addr).await?;
+        let shared = shared.clone();
+        let nats = nats.clone();
+        let app = axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(move || async move { prom.render() }),
+            )
+            .route("/healthz", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                axum::routing::get(move || async move {
+                    let ready = !shared.draining.load(Ordering::Relaxed)
+                        && nats.connection_state() == async_nats::connection::State::Connected;
+                    if ready {
+                        (axum::http::StatusCode::OK, "ready")
+                    } else {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }),
+            );
+        Some(tokio::spawn(
+            async move { axum::serve(listener, app).await },
+        ))
+    };
+
+    tracing::info!(worker_id = %worker_id, capacity = config.capacity, "worker ready");
+    started(WorkerInfo {
+        worker_id: worker_id.clone(),
+    });
+    shutdown.await;
+
+    // Drain.
+    tracing::info!(worker_id = %worker_id, "draining: no new runs; finishing runs in flight");
+    shared.draining.store(true, Ordering::Relaxed);
+    beat().await;
+    let grace = Instant::now() + Duration::from_millis(config.drain_grace_ms);
+    while (shared.inflight.load(Ordering::Relaxed) > 0
+        || shared.unacked.load(Ordering::Relaxed) > 0)
+        && Instant::now() < grace
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = shared.inflight.load(Ordering::Relaxed);
+    if left > 0 {
+        tracing::warn!(
+            runs = left,
+            "drain grace over; the coordinator will place the remaining runs again"
+        );
+    }
+    heart.abort();
+    if let Ok(bytes) = wire::encode(&Deregister {
+        worker_id: worker_id.clone(),
+    }) {
+        let _ = nats.publish(subjects.deregister(), bytes).await;
+    }
+    let _ = nats.flush().await;
+    if let Some(s) = metrics_server {
+        s.abort();
+    }
+    if let Ok(a) = Arc::try_unwrap(actors) {
+        tokio::task::spawn_blocking(move || a.stop()).await.ok();
+    }
+    tracing::info!(worker_id = %worker_id, "worker stopped");
+    Ok(())
+}
+
+/// Takes or refuses an assignment.
+fn accept(
+    a: Assign,
+    shared: &Arc<Shared>,
+    actors: &ActorRuntime,
+    env: &Arc<nodes::NodeEnv>,
+    sink: &Arc<RunSink>,
+    plans: &mut HashMap<(String, u32), Arc<Plan>>,
+) -> AssignReply {
+    let refuse = |reason: &str| AssignReply {
+        accepted: false,
+        reason: Some(reason.to_string()),
+    };
+    if shared.draining.load(Ordering::Relaxed) {
+        return refuse("draining");
+    }
+    // A repeated assignment of a run already here: confirm it again.
+    if shared
+        .runs
+        .lock()
+        .map(|m| m.contains_key(&a.run_id))
+        .unwrap_or(false)
+    {
+        return AssignReply {
+            accepted: true,
+            reason: None,
+        };
+    }
+    if shared.inflight.load(Ordering::Relaxed) >= shared.capacity {
+        return refuse("at capacity");
+    }
+    let key = (a.workflow_id.clone(), a.version);
+    let plan = match plans.get(&key) {
+        Some(p) => Ok(p.clone()),
+        None => weft_shared::validate::validate(&a.definition).map(Arc::new),
+    };
+    let n = shared.inflight.fetch_add(1, Ordering::Relaxed) + 1;
+    ::metrics::gauge!(metrics::WORKER_INFLIGHT).set(n as f64);
+    let plan = match plan {
+        Ok(p) => {
+            if plans.len() >= PLAN_CACHE {
+                plans.clear();
+            }
+            plans.insert(key, p.clone());
+            p
+        }
+        Err(errors) => {
+            // Cannot happen for a definition the coordinator deployed, unless
+            // versions disagree; fail the run rather than the worker.
+            let msg = errors
+                .iter()
+                .map(|e| e.message.clone())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let _ = sink.results.send(RunResult {
+                run_id: a.run_id,
+                attempt: a.attempt,
+                worker_id: shared.worker_id.clone(),
+                status: RunStatus::Failed,
+                output: None,
+                error: Some(RunError::new(ErrorCode::InvalidDefinition, msg)),
+                nodes: vec![],
+                started_at_ms: now_ms(),
+                ended_at_ms: now_ms(),
+            });
+            (sink.on_end)(a.run_id);
+            return AssignReply {
+                accepted: true,
+                reason: None,
+            };
+        }
+    };
+    let (env, sink) = (env.clone(), sink.clone());
+    let worker_id = shared.worker_id.clone();
+    let run_id = a.run_id;
+    let addr = RunActor::start_in_arbiter(actors.next_arbiter(), move |_| {
+        RunActor::new(
+            run_id,
+            a.attempt,
+            a.workflow_id,
+            worker_id,
+            plan,
+            a.input,
+            a.deadline_ms,
+            env,
+            sink,
+        )
+    });
+    if let Ok(mut m) = shared.runs.lock() {
+        m.insert(run_id, addr);
+    }
+    AssignReply {
+        accepted: true,
+        reason: None,
+    }
+}
+
+/// Sends a result until the coordinator acknowledges it (it acks once the
+/// result is durable). Backs off between tries; gives up only when the
+/// process ends.
+async fn deliver(nats: async_nats::Client, subject: String, r: RunResult, shared: Arc<Shared>) {
+    use backon::BackoffBuilder;
+    let Ok(bytes) = wire::encode(&r) else {
+        shared.unacked.fetch_sub(1, Ordering::Relaxed);
+        return;
+    };
+    let mut delays = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    loop {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            nats.request(subject.clone(), bytes.clone()),
+        )
+        .await
+        {
+            Ok(Ok(msg)) if wire::decode::<ResultAck>(&msg.payload).is_ok() => break,
+            _ => {
+                ::metrics::counter!(metrics::RESULT_RETRIES).increment(1);
+                tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))).await;
+            }
+        }
+    }
+    shared.unacked.fetch_sub(1, Ordering::Relaxed);
+}

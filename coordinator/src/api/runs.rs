@@ -1,0 +1,234 @@
+//! Starting, reading and cancelling runs.
+
+use super::error::{ApiError, ApiJson, ApiQuery};
+use super::{page_limit, St};
+use crate::dispatch::{Cmd, Submission};
+use crate::metrics as m;
+use crate::model::RunRecord;
+use crate::store::RunFilter;
+use axum::extract::Path;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use uuid::Uuid;
+use weft_shared::error::ErrorCode;
+use weft_shared::model::RunStatus;
+use weft_shared::time::now_ms;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartQuery {
+    /// `sync` (default): wait for the result. `async`: 202 and a status URL.
+    mode: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartBody {
+    #[serde(default)]
+    input: Value,
+}
+
+fn reject(reason: &'static str, err: ApiError) -> ApiError {
+    metrics::counter!(m::RUNS_REJECTED, "reason" => reason).increment(1);
+    err
+}
+
+pub async fn start(
+    st: St,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<StartQuery>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<StartBody>,
+) -> Result<Response, ApiError> {
+    let sync = match q.mode.as_deref() {
+        None | Some("sync") => true,
+        Some("async") => false,
+        Some(other) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("mode `{other}` is not `sync` or `async`"),
+            ));
+        }
+    };
+    if st.is_shutting_down() {
+        return Err(reject(
+            "shutting_down",
+            ApiError::new(
+                ErrorCode::ShuttingDown,
+                "the coordinator is shutting down; retry against another",
+            )
+            .retry_after(1),
+        ));
+    }
+    let deployed = st.deployed(&id).await?;
+    if let Err(fields) = deployed.plan.check_input(&body.input) {
+        let names: Vec<&str> = fields
+            .iter()
+            .map(|f| {
+                if f.field.is_empty() {
+                    "(input)"
+                } else {
+                    f.field.as_str()
+                }
+            })
+            .collect();
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
+            format!(
+                "input does not match the workflow's schema at {}",
+                names.join(", ")
+            ),
+        )
+        .details(json!({"fields": fields})));
+    }
+    let stats = &st.dispatch.stats;
+    if stats.pending.load(Ordering::Relaxed) >= st.config.queue_capacity {
+        return Err(reject(
+            "queue_full",
+            ApiError::new(
+                ErrorCode::QueueFull,
+                "all workers are busy and the queue is full; retry later",
+            )
+            .retry_after(1),
+        ));
+    }
+    if sync && stats.live_workers.load(Ordering::Relaxed) == 0 {
+        return Err(reject(
+            "no_workers",
+            ApiError::new(
+                ErrorCode::NoWorkers,
+                "no worker is available to run this workflow; retry later",
+            )
+            .retry_after(1),
+        ));
+    }
+
+    let now = now_ms();
+    let deadline_ms = now + deployed.definition.timeout_ms;
+    let record = RunRecord::new(
+        Uuid::now_v7(),
+        id.clone(),
+        deployed.version,
+        if sync { "sync" } else { "async" },
+        body.input,
+        deadline_ms,
+    );
+    let run_id = record.id;
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let status_url = format!("/v1/runs/{run_id}");
+
+    if !sync {
+        // Durable before the 202: a crash after this loses nothing.
+        st.store.save_run(&record).await?;
+        st.dispatch.send(Cmd::Submit(Box::new(Submission {
+            record: record.clone(),
+            definition: deployed.definition.clone(),
+            waiter: None,
+            traceparent,
+        })));
+        let body = json!({"run_id": run_id, "status": RunStatus::Queued, "status_url": status_url});
+        return Ok((StatusCode::ACCEPTED, [("location", status_url)], Json(body)).into_response());
+    }
+
+    st.store.enqueue_run(&record, None);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    st.dispatch.send(Cmd::Submit(Box::new(Submission {
+        record,
+        definition: deployed.definition.clone(),
+        waiter: Some(tx),
+        traceparent,
+    })));
+    // The run ends by its deadline (the coordinator enforces it after a
+    // grace period), so waiting past deadline + grace only guards against a
+    // bug; the sync timeout caps the wait either way.
+    let until_deadline = Duration::from_millis(
+        deadline_ms.saturating_sub(now_ms()) + st.config.deadline_grace_ms + 1_000,
+    );
+    let wait = until_deadline.min(Duration::from_millis(st.config.sync_timeout_ms));
+    match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(rec)) => Ok(Json(rec).into_response()),
+        Ok(Err(_)) => Err(ApiError::internal("run waiter dropped")),
+        Err(_) => Err(ApiError::new(
+            ErrorCode::SyncTimeout,
+            "the run did not finish within the sync timeout; poll its status URL",
+        )
+        .details(json!({"run_id": run_id, "status_url": status_url}))),
+    }
+}
+
+fn parse_run_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("run id `{id}` is not a UUID"),
+        )
+    })
+}
+
+pub async fn get(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_run_id(&id)?;
+    let run = st
+        .store
+        .get_run(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("run"))?;
+    Ok(Json(run))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    workflow_id: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub async fn list(st: St, ApiQuery(q): ApiQuery<ListQuery>) -> Result<impl IntoResponse, ApiError> {
+    let limit = page_limit(q.limit)?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidRequest, format!("unknown status `{s}`"))
+        })?),
+    };
+    let before = q.cursor.as_deref().map(parse_run_id).transpose()?;
+    let items = st
+        .store
+        .list_runs(&RunFilter {
+            workflow_id: q.workflow_id,
+            status,
+            before,
+            limit,
+        })
+        .await?;
+    let next = (items.len() == limit as usize)
+        .then(|| items.last().map(|r| r.id))
+        .flatten();
+    Ok(Json(json!({"items": items, "next_cursor": next})))
+}
+
+pub async fn cancel(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_run_id(&id)?;
+    if let Some(rec) = st.dispatch.cancel(id).await {
+        return Ok(Json(rec));
+    }
+    let run = st
+        .store
+        .get_run(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("run"))?;
+    Err(ApiError::new(
+        ErrorCode::Conflict,
+        format!("run already ended ({})", run.status.as_str()),
+    )
+    .details(json!({"status": run.status})))
+}

@@ -1,0 +1,123 @@
+//! Workflow CRUD, validation and deploy.
+
+use super::error::{ApiError, ApiJson, ApiQuery};
+use super::{page_limit, St};
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use weft_shared::error::ErrorCode;
+use weft_shared::model::WorkflowDefinition;
+use weft_shared::validate::{parse_and_validate, ValidationError};
+
+fn invalid(errors: Vec<ValidationError>) -> ApiError {
+    let n = errors.len();
+    ApiError::new(
+        ErrorCode::InvalidDefinition,
+        format!(
+            "the definition has {n} error{}",
+            if n == 1 { "" } else { "s" }
+        ),
+    )
+    .details(json!({"errors": errors}))
+}
+
+fn check(body: &Value) -> Result<WorkflowDefinition, ApiError> {
+    parse_and_validate(body)
+        .map(|(def, _)| def)
+        .map_err(invalid)
+}
+
+pub async fn create(st: St, ApiJson(body): ApiJson<Value>) -> Result<impl IntoResponse, ApiError> {
+    let def = check(&body)?;
+    let wf = st.store.create_workflow(&def).await?;
+    tracing::info!(workflow_id = %wf.id, name = %wf.name, "workflow created");
+    Ok((
+        StatusCode::CREATED,
+        [("location", format!("/v1/workflows/{}", wf.id))],
+        Json(wf),
+    ))
+}
+
+pub async fn validate(ApiJson(body): ApiJson<Value>) -> Result<impl IntoResponse, ApiError> {
+    check(&body)?;
+    Ok(Json(json!({"valid": true, "errors": []})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub async fn list(st: St, ApiQuery(q): ApiQuery<ListQuery>) -> Result<impl IntoResponse, ApiError> {
+    let limit = page_limit(q.limit)?;
+    let items = st.store.list_workflows(q.cursor.as_deref(), limit).await?;
+    let next = (items.len() == limit as usize)
+        .then(|| items.last().map(|w| w.id.clone()))
+        .flatten();
+    Ok(Json(json!({"items": items, "next_cursor": next})))
+}
+
+pub async fn get(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let wf = st
+        .store
+        .get_workflow(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("workflow"))?;
+    Ok(Json(wf))
+}
+
+pub async fn update(
+    st: St,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<impl IntoResponse, ApiError> {
+    let def = check(&body)?;
+    let wf = st
+        .store
+        .update_workflow(&id, &def)
+        .await?
+        .ok_or_else(|| ApiError::not_found("workflow"))?;
+    tracing::info!(workflow_id = %id, "workflow draft updated");
+    Ok(Json(wf))
+}
+
+pub async fn delete(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    if !st.store.delete_workflow(&id).await? {
+        return Err(ApiError::not_found("workflow"));
+    }
+    st.forget(&id);
+    tracing::info!(workflow_id = %id, "workflow deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn deploy(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let wf = st
+        .store
+        .get_workflow(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("workflow"))?;
+    // Drafts are validated on save, but validation may have grown stricter.
+    weft_shared::validate::validate(&wf.definition).map_err(invalid)?;
+    let v = st
+        .store
+        .deploy(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("workflow"))?;
+    st.remember(&id, v.version, v.definition.clone())?;
+    tracing::info!(workflow_id = %id, version = v.version, "workflow deployed");
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+pub async fn versions(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    if st.store.get_workflow(&id).await?.is_none() {
+        return Err(ApiError::not_found("workflow"));
+    }
+    Ok(Json(
+        json!({"items": st.store.list_versions(&id).await?, "next_cursor": null}),
+    ))
+}

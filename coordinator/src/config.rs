@@ -1,0 +1,77 @@
+//! The coordinator's configuration. Loaded in layers by
+//! [`weft_shared::config::load`]; every field can be set as `WEFT_<FIELD>`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Where the HTTP API (and `/metrics`) listens.
+    pub http_addr: String,
+    /// NATS server URL(s), comma-separated.
+    pub nats_url: String,
+    /// First token of every NATS subject; lets clusters share a NATS server.
+    pub subject_prefix: String,
+    /// The run store. SQLite by default (`sqlite://FILE`, created if missing).
+    pub database_url: String,
+    /// A worker that has not heart-beaten for this long is declared dead and its
+    /// runs are placed again (worker heartbeat interval × allowed misses).
+    pub worker_dead_after_ms: u64,
+    /// Runs waiting for capacity; beyond it a run request gets 429.
+    pub queue_capacity: usize,
+    /// Longest a synchronous run request waits for its result (the product
+    /// allows 60–300 s; default 180 s). Past it the caller gets the run id to poll.
+    pub sync_timeout_ms: u64,
+    /// How long a worker has to confirm an assignment.
+    pub assign_timeout_ms: u64,
+    /// After a run's workflow deadline, how long the coordinator waits for the
+    /// worker's own `timed_out` report before ending the run itself.
+    pub deadline_grace_ms: u64,
+    /// On SIGTERM: how long in-flight requests may take to finish.
+    pub shutdown_grace_ms: u64,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Log as JSON lines instead of text.
+    pub log_json: bool,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            http_addr: "0.0.0.0:8080".into(),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            subject_prefix: "weft".into(),
+            database_url: "sqlite://weft.db".into(),
+            worker_dead_after_ms: 3_000,
+            queue_capacity: 10_000,
+            sync_timeout_ms: 180_000,
+            assign_timeout_ms: 2_000,
+            deadline_grace_ms: 2_000,
+            shutdown_grace_ms: 30_000,
+            max_body_bytes: 1024 * 1024,
+            log_json: false,
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    /// Checks values that parse but make no sense.
+    pub fn check(&self) -> Result<(), String> {
+        if self.queue_capacity == 0 {
+            return Err("queue_capacity must be at least 1".into());
+        }
+        if self.worker_dead_after_ms < 100 {
+            return Err("worker_dead_after_ms must be at least 100".into());
+        }
+        if self.sync_timeout_ms == 0 || self.sync_timeout_ms > 300_000 {
+            return Err("sync_timeout_ms must be between 1 and 300000".into());
+        }
+        if !self.database_url.starts_with("sqlite:") {
+            return Err(format!(
+                "database_url `{}` is not supported: only sqlite: URLs for now",
+                self.database_url
+            ));
+        }
+        Ok(())
+    }
+}

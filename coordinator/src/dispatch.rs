@@ -1,0 +1,748 @@
+//! The dispatcher: one task that owns the worker registry, the queue of runs
+//! waiting for capacity and every run in flight.
+//!
+//! Everything that changes that state arrives as a [`Cmd`] — from the HTTP
+//! API (submit, cancel), from NATS (heartbeats, results, assignment replies)
+//! and from a ticker (dead workers, deadlines) — so there are no locks and the
+//! order of events is the order they are handled in.
+//!
+//! A run moves: queued → (placed on a worker, which confirms) → running →
+//! terminal. When a worker stops heart-beating it is declared dead and its
+//! runs go back to the front of the queue with a new attempt (at-least-once).
+//! A run that outlives its workflow deadline by `deadline_grace_ms` without a
+//! word from its worker is ended `timed_out` here.
+
+use crate::metrics as m;
+use crate::model::RunRecord;
+use crate::placement::{self, WorkerView};
+use crate::store::{Store, WriteError};
+use serde::Serialize;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+use weft_shared::error::ErrorCode;
+use weft_shared::model::{RunAttempt, RunError, RunStatus, WorkflowDefinition};
+use weft_shared::subjects::Subjects;
+use weft_shared::time::{now_ms, TimeoutLevel};
+use weft_shared::wire::{self, Assign, AssignReply, Cancel, Heartbeat, RunResult};
+
+/// How often dead workers and overdue runs are looked for.
+const TICK: Duration = Duration::from_millis(100);
+/// How long a worker that refused an assignment is skipped.
+const BLOCK_AFTER_REFUSAL: Duration = Duration::from_millis(500);
+
+/// A run handed to the dispatcher.
+pub struct Submission {
+    pub record: RunRecord,
+    pub definition: Arc<WorkflowDefinition>,
+    /// Hears the run's final record (synchronous runs).
+    pub waiter: Option<oneshot::Sender<RunRecord>>,
+    pub traceparent: Option<String>,
+}
+
+pub enum Cmd {
+    Submit(Box<Submission>),
+    Heartbeat(Heartbeat),
+    Deregister(String),
+    /// A worker's result; `persisted` hears once it is durable (or known).
+    Result(Box<RunResult>, oneshot::Sender<bool>),
+    AssignDone {
+        run_id: Uuid,
+        attempt: u32,
+        worker_id: String,
+        outcome: Result<AssignReply, AssignFailure>,
+    },
+    Cancel(Uuid, oneshot::Sender<Option<RunRecord>>),
+    Workers(oneshot::Sender<Vec<WorkerInfo>>),
+    Tick,
+}
+
+#[derive(Debug)]
+pub enum AssignFailure {
+    /// Nobody listens on the worker's subject: it is gone.
+    NoResponders,
+    Other(String),
+}
+
+/// A worker as `GET /v1/workers` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkerInfo {
+    pub worker_id: String,
+    pub capacity: u32,
+    /// Runs the coordinator has placed on it and not seen finish.
+    pub assigned: usize,
+    /// What the worker last reported.
+    pub reported_inflight: u32,
+    pub draining: bool,
+    pub last_seen_ms_ago: u64,
+}
+
+/// Counters the HTTP layer reads without a round trip to the dispatcher.
+#[derive(Default)]
+pub struct Stats {
+    pub pending: AtomicUsize,
+    pub live_workers: AtomicUsize,
+    pub inflight: AtomicUsize,
+}
+
+#[derive(Clone)]
+pub struct DispatchHandle {
+    tx: mpsc::UnboundedSender<Cmd>,
+    pub stats: Arc<Stats>,
+}
+
+impl DispatchHandle {
+    pub fn send(&self, cmd: Cmd) -> bool {
+        self.tx.send(cmd).is_ok()
+    }
+
+    pub async fn cancel(&self, run_id: Uuid) -> Option<RunRecord> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::Cancel(run_id, tx));
+        rx.await.ok().flatten()
+    }
+
+    pub async fn workers(&self) -> Vec<WorkerInfo> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::Workers(tx));
+        rx.await.unwrap_or_default()
+    }
+}
+
+pub struct DispatchConfig {
+    pub dead_after: Duration,
+    pub assign_timeout: Duration,
+    pub deadline_grace: Duration,
+}
+
+struct WorkerEntry {
+    capacity: u32,
+    reported_inflight: u32,
+    draining: bool,
+    last_seen: Instant,
+    started_at_ms: u64,
+    blocked_until: Option<Instant>,
+    assigned: HashSet<Uuid>,
+}
+
+enum Placement {
+    Pending,
+    Assigning(String),
+    Running(String),
+    /// Was running when the coordinator last stopped; a worker may still
+    /// report it. Re-queued if none does within `dead_after`.
+    Orphaned(Instant),
+}
+
+struct LiveRun {
+    record: RunRecord,
+    definition: Arc<WorkflowDefinition>,
+    waiters: Vec<oneshot::Sender<RunRecord>>,
+    placement: Placement,
+    traceparent: Option<String>,
+}
+
+struct Dispatcher {
+    cfg: DispatchConfig,
+    store: Store,
+    nats: async_nats::Client,
+    subjects: Subjects,
+    tx: mpsc::UnboundedSender<Cmd>,
+    stats: Arc<Stats>,
+    workers: HashMap<String, WorkerEntry>,
+    runs: HashMap<Uuid, LiveRun>,
+    pending: VecDeque<Uuid>,
+    deadlines: BinaryHeap<Reverse<(u64, Uuid)>>,
+    rotation: usize,
+}
+
+/// Starts the dispatcher. `recovered` are runs the store holds unfinished
+/// (the coordinator restarted): queued ones are queued again, running ones wait
+/// a moment for their worker to report before they are placed again.
+pub fn spawn(
+    cfg: DispatchConfig,
+    store: Store,
+    nats: async_nats::Client,
+    subjects: Subjects,
+    recovered: Vec<(RunRecord, Arc<WorkflowDefinition>)>,
+) -> DispatchHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stats = Arc::new(Stats::default());
+    let mut d = Dispatcher {
+        cfg,
+        store,
+        nats,
+        subjects,
+        tx: tx.clone(),
+        stats: stats.clone(),
+        workers: HashMap::new(),
+        runs: HashMap::new(),
+        pending: VecDeque::new(),
+        deadlines: BinaryHeap::new(),
+        rotation: 0,
+    };
+    for (record, definition) in recovered {
+        let placement = match record.status {
+            RunStatus::Queued => Placement::Pending,
+            _ => Placement::Orphaned(Instant::now()),
+        };
+        if matches!(placement, Placement::Pending) {
+            d.pending.push_back(record.id);
+        }
+        d.deadlines.push(Reverse((record.deadline_ms, record.id)));
+        d.runs.insert(
+            record.id,
+            LiveRun {
+                record,
+                definition,
+                waiters: Vec::new(),
+                placement,
+                traceparent: None,
+            },
+        );
+    }
+    let ticker = tx.clone();
+    tokio::spawn(async move {
+        let mut iv = tokio::time::interval(TICK);
+        iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            iv.tick().await;
+            if ticker.send(Cmd::Tick).is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(d.run(rx));
+    DispatchHandle { tx, stats }
+}
+
+impl Dispatcher {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+        while let Some(cmd) = rx.recv().await {
+            self.handle(cmd);
+            // Drain what else is waiting before placing, so a burst of
+            // submissions is placed in one pass.
+            while let Ok(cmd) = rx.try_recv() {
+                self.handle(cmd);
+            }
+            self.try_place();
+            self.publish_stats();
+        }
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Submit(s) => self.submit(*s),
+            Cmd::Heartbeat(hb) => self.heartbeat(hb),
+            Cmd::Deregister(id) => {
+                tracing::info!(worker_id = %id, "worker deregistered");
+                self.remove_worker(&id, "worker_deregistered");
+            }
+            Cmd::Result(r, persisted) => self.result(*r, persisted),
+            Cmd::AssignDone {
+                run_id,
+                attempt,
+                worker_id,
+                outcome,
+            } => self.assign_done(run_id, attempt, worker_id, outcome),
+            Cmd::Cancel(run_id, reply) => {
+                let rec = self.finish_here(
+                    run_id,
+                    RunStatus::Cancelled,
+                    RunError::new(ErrorCode::Cancelled, "run cancelled"),
+                    None,
+                );
+                let _ = reply.send(rec);
+            }
+            Cmd::Workers(reply) => {
+                let now = Instant::now();
+                let mut list: Vec<WorkerInfo> = self
+                    .workers
+                    .iter()
+                    .map(|(id, w)| WorkerInfo {
+                        worker_id: id.clone(),
+                        capacity: w.capacity,
+                        assigned: w.assigned.len(),
+                        reported_inflight: w.reported_inflight,
+                        draining: w.draining,
+                        last_seen_ms_ago: now.duration_since(w.last_seen).as_millis() as u64,
+                    })
+                    .collect();
+                list.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+                let _ = reply.send(list);
+            }
+            Cmd::Tick => self.tick(),
+        }
+    }
+
+    fn submit(&mut self, s: Submission) {
+        let id = s.record.id;
+        metrics::counter!(m::RUNS_STARTED, "workflow" => s.record.workflow_id.clone()).increment(1);
+        self.deadlines.push(Reverse((s.record.deadline_ms, id)));
+        self.runs.insert(
+            id,
+            LiveRun {
+                record: s.record,
+                definition: s.definition,
+                waiters: s.waiter.into_iter().collect(),
+                placement: Placement::Pending,
+                traceparent: s.traceparent,
+            },
+        );
+        self.pending.push_back(id);
+    }
+
+    fn heartbeat(&mut self, hb: Heartbeat) {
+        if !weft_shared::subjects::valid_worker_id(&hb.worker_id) {
+            metrics::counter!(m::WIRE_ERRORS, "subject" => "heartbeat").increment(1);
+            return;
+        }
+        let now = Instant::now();
+        match self.workers.get_mut(&hb.worker_id) {
+            Some(w) if w.started_at_ms == hb.started_at_ms => {
+                w.capacity = hb.capacity;
+                w.reported_inflight = hb.inflight;
+                w.draining = hb.draining;
+                w.last_seen = now;
+            }
+            Some(_) => {
+                // Same id, new process: the old one's runs are lost.
+                tracing::warn!(worker_id = %hb.worker_id, "worker restarted; placing its runs again");
+                self.remove_worker(&hb.worker_id, "worker_lost");
+                self.add_worker(hb, now);
+            }
+            None => {
+                tracing::info!(worker_id = %hb.worker_id, capacity = hb.capacity, "worker joined");
+                self.add_worker(hb, now);
+            }
+        }
+    }
+
+    fn add_worker(&mut self, hb: Heartbeat, now: Instant) {
+        self.workers.insert(
+            hb.worker_id,
+            WorkerEntry {
+                capacity: hb.capacity,
+                reported_inflight: hb.inflight,
+                draining: hb.draining,
+                last_seen: now,
+                started_at_ms: hb.started_at_ms,
+                blocked_until: None,
+                assigned: HashSet::new(),
+            },
+        );
+    }
+
+    /// Removes a worker; its runs go back to the front of the queue.
+    fn remove_worker(&mut self, worker_id: &str, outcome: &str) {
+        let Some(w) = self.workers.remove(worker_id) else {
+            return;
+        };
+        let mut lost: Vec<Uuid> = w.assigned.into_iter().collect();
+        lost.sort(); // oldest first (UUIDv7)
+        for run_id in lost.into_iter().rev() {
+            let Some(run) = self.runs.get_mut(&run_id) else {
+                continue;
+            };
+            if let Some(a) = run.record.attempts.last_mut() {
+                a.ended_at_ms = Some(now_ms());
+                a.outcome = Some(outcome.to_string());
+            }
+            run.record.status = RunStatus::Queued;
+            run.placement = Placement::Pending;
+            self.store.enqueue_run(&run.record, None);
+            self.pending.push_front(run_id);
+            tracing::warn!(run_id = %run_id, worker_id, "run placed again after worker loss");
+        }
+    }
+
+    fn try_place(&mut self) {
+        if self.pending.is_empty() || self.workers.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut ids: Vec<String> = Vec::with_capacity(self.workers.len());
+        let mut views: Vec<WorkerView> = Vec::with_capacity(self.workers.len());
+        for (id, w) in &self.workers {
+            ids.push(id.clone());
+            views.push(WorkerView {
+                capacity: w.capacity,
+                inflight: w.assigned.len() as u32,
+                draining: w.draining,
+                blocked: w.blocked_until.is_some_and(|t| t > now),
+            });
+        }
+        while let Some(&run_id) = self.pending.front() {
+            let started = Instant::now();
+            let Some(i) = placement::place(&views, self.rotation) else {
+                break;
+            };
+            self.rotation = self.rotation.wrapping_add(1);
+            self.pending.pop_front();
+            let Some(run) = self.runs.get_mut(&run_id) else {
+                continue;
+            };
+            views[i].inflight += 1;
+            let worker_id = ids[i].clone();
+            let attempt = run.record.attempts.len() as u32 + 1;
+            run.record.attempts.push(RunAttempt {
+                attempt,
+                worker_id: worker_id.clone(),
+                placed_at_ms: now_ms(),
+                ended_at_ms: None,
+                outcome: None,
+            });
+            run.placement = Placement::Assigning(worker_id.clone());
+            if let Some(w) = self.workers.get_mut(&worker_id) {
+                w.assigned.insert(run_id);
+            }
+            let msg = Assign {
+                run_id,
+                attempt,
+                workflow_id: run.record.workflow_id.clone(),
+                version: run.record.version,
+                definition: run.definition.clone(),
+                input: run.record.input.clone(),
+                deadline_ms: run.record.deadline_ms,
+                traceparent: run.traceparent.clone(),
+            };
+            metrics::histogram!(m::PLACEMENT_DURATION).record(started.elapsed().as_secs_f64());
+            self.send_assign(worker_id, msg);
+        }
+    }
+
+    fn send_assign(&self, worker_id: String, msg: Assign) {
+        let nats = self.nats.clone();
+        let subject = self.subjects.assign(&worker_id);
+        let tx = self.tx.clone();
+        let timeout = self.cfg.assign_timeout;
+        tokio::spawn(async move {
+            let (run_id, attempt) = (msg.run_id, msg.attempt);
+            let outcome = match wire::encode(&msg) {
+                Err(e) => Err(AssignFailure::Other(e.to_string())),
+                Ok(bytes) => {
+                    match tokio::time::timeout(timeout, nats.request(subject, bytes)).await {
+                        Err(_) => Err(AssignFailure::Other(
+                            "assignment not confirmed in time".into(),
+                        )),
+                        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                            Err(AssignFailure::NoResponders)
+                        }
+                        Ok(Err(e)) => Err(AssignFailure::Other(e.to_string())),
+                        Ok(Ok(reply)) => wire::decode::<AssignReply>(&reply.payload)
+                            .map_err(|e| AssignFailure::Other(e.to_string())),
+                    }
+                }
+            };
+            let _ = tx.send(Cmd::AssignDone {
+                run_id,
+                attempt,
+                worker_id,
+                outcome,
+            });
+        });
+    }
+
+    fn assign_done(
+        &mut self,
+        run_id: Uuid,
+        attempt: u32,
+        worker_id: String,
+        outcome: Result<AssignReply, AssignFailure>,
+    ) {
+        let Some(run) = self.runs.get_mut(&run_id) else {
+            return;
+        };
+        let current = matches!(&run.placement, Placement::Assigning(w) if *w == worker_id)
+            && run.record.attempts.len() as u32 == attempt;
+        if !current {
+            return;
+        }
+        match outcome {
+            Ok(AssignReply { accepted: true, .. }) => {
+                run.placement = Placement::Running(worker_id);
+                run.record.status = RunStatus::Running;
+                run.record.started_at_ms.get_or_insert(now_ms());
+                self.store.enqueue_run(&run.record, None);
+            }
+            other => {
+                let reason = match &other {
+                    Ok(r) => r.reason.clone().unwrap_or_else(|| "refused".into()),
+                    Err(AssignFailure::NoResponders) => "worker is not listening".into(),
+                    Err(AssignFailure::Other(e)) => e.clone(),
+                };
+                tracing::debug!(run_id = %run_id, worker_id, reason, "assignment not taken; queueing again");
+                run.record.attempts.pop();
+                run.placement = Placement::Pending;
+                self.pending.push_front(run_id);
+                if let Some(w) = self.workers.get_mut(&worker_id) {
+                    w.assigned.remove(&run_id);
+                    w.blocked_until = Some(Instant::now() + BLOCK_AFTER_REFUSAL);
+                }
+                if matches!(other, Err(AssignFailure::NoResponders)) {
+                    self.remove_worker(&worker_id, "worker_lost");
+                }
+            }
+        }
+    }
+
+    fn result(&mut self, r: RunResult, persisted: oneshot::Sender<bool>) {
+        let Some(mut run) = self.runs.remove(&r.run_id) else {
+            // Already ended (a duplicate, or ended here first): nothing to keep.
+            let _ = persisted.send(true);
+            return;
+        };
+        self.release(&run);
+        if let Some(a) = run
+            .record
+            .attempts
+            .iter_mut()
+            .rev()
+            .find(|a| a.attempt == r.attempt)
+        {
+            a.ended_at_ms = Some(r.ended_at_ms);
+            a.outcome = Some(r.status.as_str().to_string());
+        }
+        // A result from a worker other than the current one (declared dead, yet
+        // it finished): the first result wins; stop the other attempt.
+        if let Placement::Running(w) | Placement::Assigning(w) = &run.placement {
+            if *w != r.worker_id {
+                self.send_cancel(w, r.run_id);
+            }
+        }
+        run.record.status = r.status;
+        run.record.output = r.output;
+        run.record.error = r.error;
+        run.record.started_at_ms.get_or_insert(r.started_at_ms);
+        run.record.ended_at_ms = Some(r.ended_at_ms);
+        run.record.nodes.extend(r.nodes);
+        let (tx, rx) = oneshot::channel::<Result<(), WriteError>>();
+        self.store.enqueue_run(&run.record, Some(tx));
+        tokio::spawn(async move {
+            let ok = matches!(rx.await, Ok(Ok(())));
+            let _ = persisted.send(ok);
+        });
+        self.complete(run);
+    }
+
+    /// Ends a run here (cancel, or deadline passed without a report).
+    fn finish_here(
+        &mut self,
+        run_id: Uuid,
+        status: RunStatus,
+        error: RunError,
+        only_if_past: Option<u64>,
+    ) -> Option<RunRecord> {
+        let run = self.runs.get(&run_id)?;
+        if let Some(now) = only_if_past {
+            if run.record.deadline_ms + self.cfg.deadline_grace.as_millis() as u64 > now {
+                return None;
+            }
+        }
+        let mut run = self.runs.remove(&run_id)?;
+        self.release(&run);
+        match &run.placement {
+            Placement::Running(w) | Placement::Assigning(w) => {
+                self.send_cancel(w, run_id);
+                if let Some(a) = run.record.attempts.last_mut() {
+                    a.ended_at_ms = Some(now_ms());
+                    a.outcome = Some(status.as_str().to_string());
+                }
+            }
+            Placement::Pending => self.pending.retain(|id| *id != run_id),
+            Placement::Orphaned(_) => {}
+        }
+        run.record.status = status;
+        run.record.error = Some(error);
+        run.record.ended_at_ms = Some(now_ms());
+        self.store.enqueue_run(&run.record, None);
+        let rec = run.record.clone();
+        self.complete(run);
+        Some(rec)
+    }
+
+    fn release(&mut self, run: &LiveRun) {
+        if let Placement::Running(w) | Placement::Assigning(w) = &run.placement {
+            if let Some(w) = self.workers.get_mut(w) {
+                w.assigned.remove(&run.record.id);
+            }
+        }
+    }
+
+    fn complete(&mut self, run: LiveRun) {
+        let rec = &run.record;
+        let secs = rec
+            .ended_at_ms
+            .unwrap_or_else(now_ms)
+            .saturating_sub(rec.created_at_ms) as f64
+            / 1000.0;
+        metrics::counter!(m::RUNS_COMPLETED, "workflow" => rec.workflow_id.clone(), "status" => rec.status.as_str())
+            .increment(1);
+        metrics::histogram!(m::RUN_DURATION, "workflow" => rec.workflow_id.clone()).record(secs);
+        if rec.status == RunStatus::TimedOut {
+            if let Some(level) = rec.error.as_ref().and_then(|e| e.level) {
+                metrics::counter!(m::TIMEOUTS, "level" => level.as_str()).increment(1);
+            }
+        }
+        for w in run.waiters {
+            let _ = w.send(run.record.clone());
+        }
+    }
+
+    fn send_cancel(&self, worker_id: &str, run_id: Uuid) {
+        if let Ok(bytes) = wire::encode(&Cancel { run_id }) {
+            let nats = self.nats.clone();
+            let subject = self.subjects.cancel(worker_id);
+            tokio::spawn(async move {
+                let _ = nats.publish(subject, bytes).await;
+            });
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let dead: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| now.duration_since(w.last_seen) > self.cfg.dead_after)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in dead {
+            tracing::warn!(worker_id = %id, "worker stopped heart-beating; declared dead");
+            metrics::counter!(m::WORKERS_LOST).increment(1);
+            self.remove_worker(&id, "worker_lost");
+        }
+        // Runs recovered at start that no worker has claimed.
+        let orphans: Vec<Uuid> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| matches!(r.placement, Placement::Orphaned(t) if now.duration_since(t) > self.cfg.dead_after))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in orphans {
+            if let Some(run) = self.runs.get_mut(&id) {
+                if let Some(a) = run.record.attempts.last_mut() {
+                    a.ended_at_ms.get_or_insert(now_ms());
+                    a.outcome
+                        .get_or_insert_with(|| "coordinator_restarted".into());
+                }
+                run.record.status = RunStatus::Queued;
+                run.placement = Placement::Pending;
+                self.pending.push_back(id);
+            }
+        }
+        // Overdue runs.
+        let wall = now_ms();
+        let grace = self.cfg.deadline_grace.as_millis() as u64;
+        while let Some(Reverse((deadline, id))) = self.deadlines.peek().copied() {
+            if deadline + grace > wall {
+                break;
+            }
+            self.deadlines.pop();
+            let mut err = RunError::timed_out(TimeoutLevel::Workflow);
+            if matches!(
+                self.runs.get(&id).map(|r| &r.placement),
+                Some(Placement::Pending)
+            ) {
+                err.message = "workflow timeout fired while the run waited for a worker".into();
+            }
+            self.finish_here(id, RunStatus::TimedOut, err, Some(wall));
+        }
+    }
+
+    fn publish_stats(&self) {
+        let live = self.workers.len();
+        let draining = self.workers.values().filter(|w| w.draining).count();
+        self.stats
+            .pending
+            .store(self.pending.len(), Ordering::Relaxed);
+        self.stats
+            .live_workers
+            .store(live - draining, Ordering::Relaxed);
+        self.stats
+            .inflight
+            .store(self.runs.len() - self.pending.len(), Ordering::Relaxed);
+        metrics::gauge!(m::PENDING_RUNS).set(self.pending.len() as f64);
+        let oldest = self
+            .pending
+            .front()
+            .and_then(|id| self.runs.get(id))
+            .map(|r| now_ms().saturating_sub(r.record.created_at_ms) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        metrics::gauge!(m::PENDING_OLDEST_AGE).set(oldest);
+        metrics::gauge!(m::WORKERS, "state" => "ready").set((live - draining) as f64);
+        metrics::gauge!(m::WORKERS, "state" => "draining").set(draining as f64);
+    }
+}
+
+/// Subscribes to the subjects the coordinator listens on and feeds the
+/// dispatcher. Garbage is counted and dropped.
+pub async fn listen(
+    nats: async_nats::Client,
+    subjects: &Subjects,
+    handle: DispatchHandle,
+) -> Result<(), async_nats::SubscribeError> {
+    use futures::StreamExt;
+    let mut hb = nats.subscribe(subjects.heartbeat()).await?;
+    let mut dereg = nats.subscribe(subjects.deregister()).await?;
+    let mut results = nats
+        .queue_subscribe(
+            subjects.results(),
+            weft_shared::subjects::RESULTS_QUEUE_GROUP.into(),
+        )
+        .await?;
+    let h = handle.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = hb.next().await {
+            match wire::decode::<Heartbeat>(&msg.payload) {
+                Ok(beat) => {
+                    h.send(Cmd::Heartbeat(beat));
+                }
+                Err(e) => {
+                    metrics::counter!(m::WIRE_ERRORS, "subject" => "heartbeat").increment(1);
+                    tracing::debug!(error = %e, "dropped bad heartbeat");
+                }
+            }
+        }
+    });
+    let h = handle.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = dereg.next().await {
+            match wire::decode::<weft_shared::wire::Deregister>(&msg.payload) {
+                Ok(d) => {
+                    h.send(Cmd::Deregister(d.worker_id));
+                }
+                Err(_) => metrics::counter!(m::WIRE_ERRORS, "subject" => "deregister").increment(1),
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(msg) = results.next().await {
+            let r = match wire::decode::<RunResult>(&msg.payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    metrics::counter!(m::WIRE_ERRORS, "subject" => "results").increment(1);
+                    tracing::debug!(error = %e, "dropped bad result");
+                    continue;
+                }
+            };
+            let (tx, rx) = oneshot::channel();
+            let run_id = r.run_id;
+            handle.send(Cmd::Result(Box::new(r), tx));
+            let nats = nats.clone();
+            tokio::spawn(async move {
+                // Ack only once durable: a worker that hears nothing sends again.
+                if let (Ok(true), Some(reply)) = (rx.await, msg.reply) {
+                    if let Ok(bytes) = wire::encode(&weft_shared::wire::ResultAck { run_id }) {
+                        let _ = nats.publish(reply, bytes).await;
+                    }
+                }
+            });
+        }
+    });
+    Ok(())
+}

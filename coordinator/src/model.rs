@@ -1,0 +1,78 @@
+//! The coordinator's records: workflows, versions, runs.
+
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+use weft_shared::model::{NodeLog, RunAttempt, RunError, RunStatus, WorkflowDefinition};
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Workflow {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// The draft: what the next deploy publishes.
+    pub definition: WorkflowDefinition,
+    /// The newest deployed version, which runs use; none until deployed.
+    pub latest_version: Option<u32>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WorkflowVersion {
+    pub workflow_id: String,
+    pub version: u32,
+    pub definition: WorkflowDefinition,
+    pub created_at_ms: u64,
+}
+
+/// A run as stored and as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunRecord {
+    pub id: Uuid,
+    pub workflow_id: String,
+    pub version: u32,
+    pub status: RunStatus,
+    /// `sync` or `async`.
+    pub trigger: String,
+    pub input: Value,
+    pub output: Option<Value>,
+    pub error: Option<RunError>,
+    pub created_at_ms: u64,
+    pub started_at_ms: Option<u64>,
+    pub ended_at_ms: Option<u64>,
+    /// The workflow deadline fixed at acceptance (Unix ms).
+    pub deadline_ms: u64,
+    /// Each placement on a worker.
+    pub attempts: Vec<RunAttempt>,
+    /// Node-by-node log, over all attempts.
+    pub nodes: Vec<NodeLog>,
+}
+
+impl RunRecord {
+    pub fn new(
+        id: Uuid,
+        workflow_id: String,
+        version: u32,
+        trigger: &str,
+        input: Value,
+        deadline_ms: u64,
+    ) -> Self {
+        RunRecord {
+            id,
+            workflow_id,
+            version,
+            status: RunStatus::Queued,
+            trigger: trigger.to_string(),
+            input,
+            output: None,
+            error: None,
+            created_at_ms: weft_shared::time::now_ms(),
+            started_at_ms: None,
+            ended_at_ms: None,
+            deadline_ms,
+            attempts: Vec::new(),
+            nodes: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! The store: workflows, their deployed versions, and runs. SQLite through sqlx
+//! by default; every SQL statement lives in this module so PostgreSQL can
+//! follow behind the same methods.
+//!
+//! Run writes go through one writer task that batches them into a transaction
+//! (a group commit), so recording runs does not serialise the hot path: callers
+//! that need durability (an async run before its 202, a result before its ack)
+//! wait for their batch to commit; others only enqueue.
+
+mod writer;
+
+use crate::model::{RunRecord, Workflow, WorkflowVersion};
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+use weft_shared::model::{RunStatus, WorkflowDefinition};
+use weft_shared::time::now_ms;
+
+pub use writer::WriteError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// Filters for listing runs.
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    pub workflow_id: Option<String>,
+    pub status: Option<RunStatus>,
+    /// Only runs older than this id (the cursor of the previous page).
+    pub before: Option<Uuid>,
+    pub limit: u32,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    writer: mpsc::Sender<writer::Op>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and runs migrations.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        let writer = writer::spawn(pool.clone());
+        Ok(Store { pool, writer })
+    }
+
+    // ---- workflows -------------------------------------------------------
+
+    pub async fn create_workflow(&self, def: &WorkflowDefinition) -> Result<Workflow, StoreError> {
+        let id = Uuid::now_v7().to_string();
+        let now = now_ms() as i64;
+        sqlx::query(
+            "INSERT INTO workflows (id, name, description, definition, latest_version, created_at_ms, updated_at_ms)
+             VALUES (?, ?, ?, ?, 0, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&def.name)
+        .bind(&def.description)
+        .bind(to_json(def))
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(Workflow {
+            id,
+            name: def.name.clone(),
+            description: def.description.clone(),
+            definition: def.clone(),
+            latest_version: None,
+            created_at_ms: now as u64,
+            updated_at_ms: now as u64,
+        })
+    }
+
+    pub async fn get_workflow(&self, id: &str) -> Result<Option<Workflow>, StoreError> {
+        let row = sqlx::query("SELECT * FROM workflows WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| workflow_from_row(&r)).transpose()
+    }
+
+    /// Workflows newest first, after `before` (a cursor) when given.
+    pub async fn list_workflows(
+        &self,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Workflow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM workflows WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(before)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(workflow_from_row).collect()
+    }
+
+    /// Replaces the draft. `None` when there is no such workflow.
+    pub async fn update_workflow(
+        &self,
+        id: &str,
+        def: &WorkflowDefinition,
+    ) -> Result<Option<Workflow>, StoreError> {
+        let done = sqlx::query(
+            "UPDATE workflows SET name = ?, description = ?, definition = ?, updated_at_ms = ? WHERE id = ?",
+        )
+        .bind(&def.name)
+        .bind(&def.description)
+        .bind(to_json(def))
+        .bind(now_ms() as i64)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.get_workflow(id).await
+    }
+
+    /// Deletes a workflow and its versions; its runs stay. False if absent.
+    pub async fn delete_workflow(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM workflow_versions WHERE workflow_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM workflows WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Publishes the draft as the next immutable version. `None` if absent.
+    pub async fn deploy(&self, id: &str) -> Result<Option<WorkflowVersion>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT definition, latest_version FROM workflows WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let definition: String = row.try_get("definition")?;
+        let version = row.try_get::<i64, _>("latest_version")? + 1;
+        let now = now_ms() as i64;
+        sqlx::query("INSERT INTO workflow_versions (workflow_id, version, definition, created_at_ms) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(version)
+            .bind(&definition)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE workflows SET latest_version = ? WHERE id = ?")
+            .bind(version)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(WorkflowVersion {
+            workflow_id: id.to_string(),
+            version: version as u32,
+            definition: from_json(&definition)?,
+            created_at_ms: now as u64,
+        }))
+    }
+
+    pub async fn get_version(
+        &self,
+        id: &str,
+        version: u32,
+    ) -> Result<Option<WorkflowVersion>, StoreError> {
+        let row =
+            sqlx::query("SELECT * FROM workflow_versions WHERE workflow_id = ? AND version = ?")
+                .bind(id)
+                .bind(version as i64)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| version_from_row(&r)).transpose()
+    }
+
+    pub async fn list_versions(&self, id: &str) -> Result<Vec<WorkflowVersion>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM workflow_versions WHERE workflow_id = ? ORDER BY version DESC",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    // ---- runs ------------------------------------------------------------
+
+    /// Records a run's current state and waits until it is durable.
+    pub async fn save_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(writer::Op::Upsert(Box::new(run.clone()), Some(tx)))
+            .await
+            .map_err(|_| WriteError::Closed)?;
+        rx.await.map_err(|_| WriteError::Closed)??;
+        Ok(())
+    }
+
+    /// Records a run's current state without waiting; `done` (if any) hears
+    /// when it is durable. Writes keep the order they were enqueued in.
+    pub fn enqueue_run(
+        &self,
+        run: &RunRecord,
+        done: Option<oneshot::Sender<Result<(), WriteError>>>,
+    ) {
+        if let Err(e) = self
+            .writer
+            .try_send(writer::Op::Upsert(Box::new(run.clone()), done))
+        {
+            // The queue is large; if it is full, wait for room on a task rather
+            // than dropping the write.
+            let writer = self.writer.clone();
+            let op = match e {
+                mpsc::error::TrySendError::Full(op) | mpsc::error::TrySendError::Closed(op) => op,
+            };
+            tokio::spawn(async move {
+                let _ = writer.send(op).await;
+            });
+        }
+    }
+
+    pub async fn get_run(&self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| run_from_row(&r)).transpose()
+    }
+
+    /// Runs newest first.
+    pub async fn list_runs(&self, f: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs
+             WHERE (?1 IS NULL OR workflow_id = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)
+             ORDER BY id DESC LIMIT ?4",
+        )
+        .bind(f.workflow_id.as_deref())
+        .bind(f.status.map(|s| s.as_str()))
+        .bind(f.before.map(|u| u.to_string()))
+        .bind(f.limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// Runs that had not ended when the coordinator last stopped.
+    pub async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE status IN ('queued', 'running', 'waiting') ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// Waits until every write enqueued so far is durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(writer::Op::Flush(tx))
+            .await
+            .map_err(|_| WriteError::Closed)?;
+        rx.await.map_err(|_| WriteError::Closed)?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn opt_json<T: serde::de::DeserializeOwned>(s: Option<String>) -> Result<Option<T>, StoreError> {
+    s.map(|s| from_json(&s)).transpose()
+}
+
+fn workflow_from_row(r: &SqliteRow) -> Result<Workflow, StoreError> {
+    let latest: i64 = r.try_get("latest_version")?;
+    Ok(Workflow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        definition: from_json(&r.try_get::<String, _>("definition")?)?,
+        latest_version: (latest > 0).then_some(latest as u32),
+        created_at_ms: r.try_get::<i64, _>("created_at_ms")? as u64,
+        updated_at_ms: r.try_get::<i64, _>("updated_at_ms")? as u64,
+    })
+}
+
+fn version_from_row(r: &SqliteRow) -> Result<WorkflowVersion, StoreError> {
+    Ok(WorkflowVersion {
+        workflow_id: r.try_get("workflow_id")?,
+        version: r.try_get::<i64, _>("version")? as u32,
+        definition: from_json(&r.try_get::<String, _>("definition")?)?,
+        created_at_ms: r.try_get::<i64, _>("created_at_ms")? as u64,
+    })
+}
+
+fn run_from_row(r: &SqliteRow) -> Result<RunRecord, StoreError> {
+    let id: String = r.try_get("id")?;
+    let status: String = r.try_get("status")?;
+    let input: String = r.try_get("input")?;
+    Ok(RunRecord {
+        id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        workflow_id: r.try_get("workflow_id")?,
+        version: r.try_get::<i64, _>("version")? as u32,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
+        trigger: r.try_get("trigger")?,
+        input: from_json::<Value>(&input)?,
+        output: opt_json(r.try_get("output")?)?,
+        error: opt_json(r.try_get("error")?)?,
+        created_at_ms: r.try_get::<i64, _>("created_at_ms")? as u64,
+        started_at_ms: r
+            .try_get::<Option<i64>, _>("started_at_ms")?
+            .map(|v| v as u64),
+        ended_at_ms: r
+            .try_get::<Option<i64>, _>("ended_at_ms")?
+            .map(|v| v as u64),
+        deadline_ms: r.try_get::<i64, _>("deadline_ms")? as u64,
+        attempts: from_json(&r.try_get::<String, _>("attempts")?)?,
+        nodes: from_json(&r.try_get::<String, _>("nodes")?)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn def() -> WorkflowDefinition {
+        serde_json::from_value(json!({"name": "w", "nodes": [], "edges": []})).unwrap()
+    }
+
+    fn run(wf: &str) -> RunRecord {
+        RunRecord::new(Uuid::now_v7(), wf.into(), 1, "async", json!({"a": 1}), 10)
+    }
+
+    #[tokio::test]
+    async fn workflows_versions_and_runs_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let wf = store.create_workflow(&def()).await.unwrap();
+        assert_eq!(store.deploy(&wf.id).await.unwrap().unwrap().version, 1);
+        assert_eq!(store.deploy(&wf.id).await.unwrap().unwrap().version, 2);
+        assert_eq!(
+            store
+                .get_workflow(&wf.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .latest_version,
+            Some(2)
+        );
+
+        let mut r = run(&wf.id);
+        store.save_run(&r).await.unwrap();
+        r.status = RunStatus::Succeeded;
+        r.output = Some(json!({"ok": true}));
+        store.enqueue_run(&r, None);
+        store.flush().await.unwrap();
+        let got = store.get_run(r.id).await.unwrap().unwrap();
+        assert_eq!(got, r);
+
+        for _ in 0..5 {
+            store.enqueue_run(&run(&wf.id), None);
+        }
+        store.flush().await.unwrap();
+        let page = store
+            .list_runs(&RunFilter {
+                workflow_id: Some(wf.id.clone()),
+                limit: 4,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 4);
+        let rest = store
+            .list_runs(&RunFilter {
+                workflow_id: Some(wf.id.clone()),
+                limit: 4,
+                before: Some(page[3].id),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rest.len(), 2);
+        assert_eq!(store.unfinished_runs().await.unwrap().len(), 5);
+
+        // Reopening keeps everything (migrations are not re-run destructively).
+        drop(store);
+        let store = Store::open(&url).await.unwrap();
+        assert!(store.get_run(r.id).await.unwrap().is_some());
+    }
+}

@@ -1,0 +1,86 @@
+//! The run writer: one task that commits run records in batches.
+
+use crate::model::RunRecord;
+use sqlx::SqlitePool;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most records committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// Room for writes waiting to be committed.
+const QUEUE: usize = 65_536;
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("the run writer has stopped")]
+    Closed,
+    #[error("could not write runs: {0}")]
+    Failed(String),
+}
+
+pub(super) enum Op {
+    Upsert(
+        Box<RunRecord>,
+        Option<oneshot::Sender<Result<(), WriteError>>>,
+    ),
+    Flush(oneshot::Sender<()>),
+}
+
+pub(super) fn spawn(pool: SqlitePool) -> mpsc::Sender<Op> {
+    let (tx, mut rx) = mpsc::channel::<Op>(QUEUE);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let result = commit(&pool, &batch).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, records = batch.len(), "run batch write failed");
+            }
+            for op in batch.drain(..) {
+                match op {
+                    Op::Upsert(_, Some(done)) => {
+                        let _ = done.send(result.clone());
+                    }
+                    Op::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                    Op::Upsert(_, None) => {}
+                }
+            }
+        }
+    });
+    tx
+}
+
+async fn commit(pool: &SqlitePool, batch: &[Op]) -> Result<(), WriteError> {
+    let fail = |e: sqlx::Error| WriteError::Failed(e.to_string());
+    let mut tx = pool.begin().await.map_err(fail)?;
+    for op in batch {
+        let Op::Upsert(r, _) = op else { continue };
+        sqlx::query(
+            "INSERT INTO runs (id, workflow_id, version, status, trigger, input, output, error,
+                               created_at_ms, started_at_ms, ended_at_ms, deadline_ms, attempts, nodes)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET
+               status = excluded.status, output = excluded.output, error = excluded.error,
+               started_at_ms = excluded.started_at_ms, ended_at_ms = excluded.ended_at_ms,
+               attempts = excluded.attempts, nodes = excluded.nodes",
+        )
+        .bind(r.id.to_string())
+        .bind(&r.workflow_id)
+        .bind(r.version as i64)
+        .bind(r.status.as_str())
+        .bind(&r.trigger)
+        .bind(r.input.to_string())
+        .bind(r.output.as_ref().map(|v| v.to_string()))
+        .bind(r.error.as_ref().and_then(|e| serde_json::to_string(e).ok()))
+        .bind(r.created_at_ms as i64)
+        .bind(r.started_at_ms.map(|v| v as i64))
+        .bind(r.ended_at_ms.map(|v| v as i64))
+        .bind(r.deadline_ms as i64)
+        .bind(serde_json::to_string(&r.attempts).unwrap_or_else(|_| "[]".into()))
+        .bind(serde_json::to_string(&r.nodes).unwrap_or_else(|_| "[]".into()))
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+    }
+    tx.commit().await.map_err(fail)
+}

@@ -1,0 +1,341 @@
+//! The run actor: walks one run's graph, starting a node actor for each node
+//! whose inputs are ready, and reports the run's end.
+//!
+//! A node starts when every edge into it is resolved and at least one of them
+//! is active (its source succeeded and, for a condition, chose that edge's
+//! branch). A node whose incoming edges are all inactive is skipped, and so on
+//! down the graph. The run succeeds when the output node does; it fails at the
+//! first failed node; it times out at the workflow deadline, whichever node
+//! is running.
+
+use super::node::{NodeActor, NodeFinished, Stop};
+use crate::metrics as m;
+use crate::nodes::{Attempt, NodeEnv};
+use crate::timeouts::{self, Deadline};
+use actix::prelude::*;
+use serde_json::{json, Map, Value};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+use weft_shared::error::ErrorCode;
+use weft_shared::model::{NodeLog, NodeStatus, RunError, RunStatus};
+use weft_shared::time::{now_ms, TimeoutLevel};
+use weft_shared::validate::Plan;
+use weft_shared::wire::RunResult;
+
+/// Stop the run (cancelled by the coordinator).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CancelRun;
+
+/// Where a finished run goes, and who is told it is gone.
+pub struct RunSink {
+    pub results: mpsc::UnboundedSender<RunResult>,
+    /// Called once when the run ends, whatever the way.
+    pub on_end: Box<dyn Fn(Uuid) + Send + Sync>,
+}
+
+enum NodeState {
+    Waiting,
+    Running(Addr<NodeActor>, Arc<AtomicBool>),
+    Done,
+    Skipped,
+}
+
+pub struct RunActor {
+    run_id: Uuid,
+    attempt: u32,
+    workflow_id: String,
+    worker_id: String,
+    plan: Arc<Plan>,
+    input: Value,
+    steps: Map<String, Value>,
+    states: Vec<NodeState>,
+    /// Incoming edges not yet resolved, per node.
+    unresolved: Vec<usize>,
+    /// Whether any incoming edge is active, per node.
+    active_in: Vec<bool>,
+    logs: Vec<NodeLog>,
+    deadline: Deadline,
+    started_at_ms: u64,
+    env: Arc<NodeEnv>,
+    sink: Arc<RunSink>,
+    /// The result, once sent; the drop guard sends one if this is still false.
+    reported: bool,
+}
+
+impl RunActor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        run_id: Uuid,
+        attempt: u32,
+        workflow_id: String,
+        worker_id: String,
+        plan: Arc<Plan>,
+        input: Value,
+        deadline_ms: u64,
+        env: Arc<NodeEnv>,
+        sink: Arc<RunSink>,
+    ) -> Self {
+        let n = plan.nodes.len();
+        let unresolved = (0..n).map(|i| plan.in_edges[i].len()).collect();
+        RunActor {
+            run_id,
+            attempt,
+            workflow_id,
+            worker_id,
+            input,
+            steps: Map::new(),
+            states: (0..n).map(|_| NodeState::Waiting).collect(),
+            unresolved,
+            active_in: vec![false; n],
+            logs: Vec::new(),
+            deadline: timeouts::workflow_deadline(deadline_ms),
+            started_at_ms: now_ms(),
+            env,
+            sink,
+            reported: false,
+            plan,
+        }
+    }
+
+    fn context(&self) -> Arc<Value> {
+        Arc::new(json!({"input": self.input, "steps": self.steps, "env": {}}))
+    }
+
+    fn start_node(&mut self, idx: usize, ctx: &mut Context<Self>) {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let node = &self.plan.nodes[idx];
+        let attempt = Attempt {
+            plan: self.plan.clone(),
+            idx,
+            context: self.context(),
+            deadline: timeouts::node_deadline(&self.deadline, node.timeout_ms),
+            cancel: cancel.clone(),
+            env: self.env.clone(),
+        };
+        let addr =
+            NodeActor::new(attempt, self.workflow_id.clone(), ctx.address().recipient()).start();
+        self.states[idx] = NodeState::Running(addr, cancel);
+    }
+
+    /// Resolves the edges out of `idx` and starts or skips what is ready.
+    fn resolve(
+        &mut self,
+        idx: usize,
+        branch: Option<&str>,
+        succeeded: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        let mut work = vec![(idx, branch.map(str::to_string), succeeded)];
+        let plan = self.plan.clone();
+        while let Some((u, branch, ok)) = work.pop() {
+            for &k in &plan.out_edges[u] {
+                let e = &plan.edges[k];
+                let active = ok && (e.branch.is_none() || e.branch.as_deref() == branch.as_deref());
+                let t = e.to;
+                self.unresolved[t] = self.unresolved[t].saturating_sub(1);
+                self.active_in[t] |= active;
+                if self.unresolved[t] == 0 && matches!(self.states[t], NodeState::Waiting) {
+                    if self.active_in[t] {
+                        self.start_node(t, ctx);
+                    } else {
+                        self.states[t] = NodeState::Skipped;
+                        let now = now_ms();
+                        self.log(t, NodeStatus::Skipped, now, now, 0, None);
+                        if t == self.plan.output {
+                            let err = RunError::new(
+                                ErrorCode::OutputNotReached,
+                                "no path reached the output node",
+                            );
+                            self.finish(RunStatus::Failed, None, Some(err), ctx);
+                            return;
+                        }
+                        work.push((t, None, false));
+                    }
+                }
+            }
+        }
+    }
+
+    fn log(
+        &mut self,
+        idx: usize,
+        status: NodeStatus,
+        started: u64,
+        ended: u64,
+        attempts: u32,
+        error: Option<RunError>,
+    ) {
+        let node = &self.plan.nodes[idx];
+        self.logs.push(NodeLog {
+            node_id: node.id.clone(),
+            kind: node.spec.kind().to_string(),
+            status,
+            run_attempt: self.attempt,
+            started_at_ms: started,
+            ended_at_ms: ended,
+            attempts,
+            error,
+        });
+    }
+
+    fn finish(
+        &mut self,
+        status: RunStatus,
+        output: Option<Value>,
+        error: Option<RunError>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.reported {
+            return;
+        }
+        // Stop whatever is still running; their sandboxes see the cancel flag.
+        let now = now_ms();
+        for i in 0..self.states.len() {
+            if let NodeState::Running(addr, cancel) =
+                std::mem::replace(&mut self.states[i], NodeState::Done)
+            {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                addr.do_send(Stop);
+                let node_status = if status == RunStatus::TimedOut {
+                    NodeStatus::TimedOut
+                } else {
+                    NodeStatus::Cancelled
+                };
+                let err = error.clone();
+                self.log(i, node_status, self.started_at_ms, now, 0, err);
+            }
+        }
+        self.report(status, output, error);
+        ctx.stop();
+    }
+
+    fn report(&mut self, status: RunStatus, output: Option<Value>, error: Option<RunError>) {
+        if self.reported {
+            return;
+        }
+        self.reported = true;
+        metrics::counter!(m::RUNS_EXECUTED, "status" => status.as_str()).increment(1);
+        let _ = self.sink.results.send(RunResult {
+            run_id: self.run_id,
+            attempt: self.attempt,
+            worker_id: self.worker_id.clone(),
+            status,
+            output,
+            error,
+            nodes: std::mem::take(&mut self.logs),
+            started_at_ms: self.started_at_ms,
+            ended_at_ms: now_ms(),
+        });
+        (self.sink.on_end)(self.run_id);
+    }
+}
+
+impl Actor for RunActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let span = tracing::debug_span!("run", run_id = %self.run_id, attempt = self.attempt);
+        let _e = span.enter();
+        // The workflow deadline, whatever the nodes are doing.
+        let remaining = self.deadline.remaining();
+        let deadline = self.deadline;
+        ctx.run_later(remaining, move |act, ctx| {
+            timeouts::record_fired(&deadline);
+            act.finish(
+                RunStatus::TimedOut,
+                None,
+                Some(RunError::timed_out(TimeoutLevel::Workflow)),
+                ctx,
+            );
+        });
+        if self.deadline.passed() {
+            return;
+        }
+        self.start_node(self.plan.input, ctx);
+    }
+}
+
+impl Handler<NodeFinished> for RunActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: NodeFinished, ctx: &mut Context<Self>) {
+        if self.reported || !matches!(self.states[msg.idx], NodeState::Running(..)) {
+            return;
+        }
+        self.states[msg.idx] = NodeState::Done;
+        let node_id = self.plan.nodes[msg.idx].id.clone();
+        match msg.result {
+            Ok(out) => {
+                self.log(
+                    msg.idx,
+                    NodeStatus::Succeeded,
+                    msg.started_at_ms,
+                    msg.ended_at_ms,
+                    msg.attempts,
+                    None,
+                );
+                self.steps
+                    .insert(node_id, json!({"output": out.value.clone()}));
+                if msg.idx == self.plan.output {
+                    self.finish(RunStatus::Succeeded, Some(out.value), None, ctx);
+                    return;
+                }
+                self.resolve(msg.idx, out.branch.as_deref(), true, ctx);
+            }
+            Err(e) => {
+                let err = e.to_run_error(&node_id);
+                let (node_status, run_status) = match e.code {
+                    ErrorCode::TimedOut => (NodeStatus::TimedOut, RunStatus::TimedOut),
+                    ErrorCode::Cancelled => (NodeStatus::Cancelled, RunStatus::Cancelled),
+                    _ => (NodeStatus::Failed, RunStatus::Failed),
+                };
+                self.log(
+                    msg.idx,
+                    node_status,
+                    msg.started_at_ms,
+                    msg.ended_at_ms,
+                    msg.attempts,
+                    Some(err.clone()),
+                );
+                self.finish(run_status, None, Some(err), ctx);
+            }
+        }
+    }
+}
+
+impl Handler<CancelRun> for RunActor {
+    type Result = ();
+    fn handle(&mut self, _: CancelRun, ctx: &mut Context<Self>) {
+        self.finish(
+            RunStatus::Cancelled,
+            None,
+            Some(RunError::new(ErrorCode::Cancelled, "run cancelled")),
+            ctx,
+        );
+    }
+}
+
+impl Drop for RunActor {
+    fn drop(&mut self) {
+        // Stopped without reporting (a panic in the actor, or its arbiter
+        // went away): the coordinator must still hear.
+        if !self.reported {
+            for s in &self.states {
+                if let NodeState::Running(_, cancel) = s {
+                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            self.report(
+                RunStatus::Failed,
+                None,
+                Some(RunError::new(
+                    ErrorCode::Internal,
+                    "run actor stopped unexpectedly",
+                )),
+            );
+        }
+    }
+}
