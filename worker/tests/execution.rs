@@ -1,0 +1,307 @@
+//! The execution core through the real path: HTTP → coordinator → a real
+//! nats-server → worker actors → back.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_node_workflow_runs_sync_and_async_spread_over_two_workers() {
+    let c = Cluster::start(2).await;
+    let wf = c.deploy(&four_node()).await;
+
+    let (s, run) = c.run_sync(&wf, json!({"n": 7})).await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["output"], json!({"v": 14, "big": true}));
+    let nodes: Vec<&str> = run["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["in", "double", "big", "out"]);
+    assert!(run["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| n["status"] == "succeeded"));
+
+    let (_, run) = c.run_sync(&wf, json!({"n": 2})).await;
+    assert_eq!(run["output"], json!({"v": 4, "big": false}));
+
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        ids.push(c.submit(&wf, json!({"n": n})).await);
+    }
+    let mut workers = HashSet::new();
+    for (n, id) in ids.iter().enumerate() {
+        let run = c.wait_run(id, Duration::from_secs(20)).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(run["output"]["v"], json!(n * 2));
+        assert_eq!(run["trigger"], "async");
+        assert_eq!(run["attempts"].as_array().unwrap().len(), 1);
+        workers.insert(
+            run["attempts"][0]["worker_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(
+        workers.len(),
+        2,
+        "runs should spread over both workers: {workers:?}"
+    );
+
+    // Input that does not match the schema is refused, naming the field.
+    let (s, err) = c.run_sync(&wf, json!({"n": "seven"})).await;
+    assert_eq!(s, 400);
+    assert_eq!(err["error"]["code"], "invalid_input");
+    assert_eq!(err["error"]["details"]["fields"][0]["field"], "/n");
+    assert!(err["error"]["message"].as_str().unwrap().contains("/n"));
+    let (s, err) = c.run_sync(&wf, json!({})).await;
+    assert_eq!(s, 400, "{err}");
+
+    // The run list pages with a cursor.
+    let (_, page) = c.get(&format!("/v1/runs?workflow_id={wf}&limit=10")).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 10);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, rest) = c
+        .get(&format!(
+            "/v1/runs?workflow_id={wf}&limit=50&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 12);
+    assert!(rest["next_cursor"].is_null());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_timeout_fires_before_a_longer_node_timeout() {
+    let c = Cluster::start(1).await;
+    let wf = c
+        .deploy(&one_script("while (true) {}", 300, Some(20_000)))
+        .await;
+    let start = Instant::now();
+    let (s, run) = c.run_sync(&wf, json!({})).await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(run["status"], "timed_out", "{run}");
+    assert_eq!(run["error"]["code"], "timed_out");
+    assert_eq!(run["error"]["level"], "workflow", "{run}");
+    // Ended by the workflow's 300 ms, long before the node's 20 s.
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_timeout_fires_before_the_workflows_and_the_loop_really_stops() {
+    let mut c = Cluster::start(0).await;
+    // One script slot: if the endless loop kept its thread, nothing after it could run.
+    c.add_worker(|w| w.script_concurrency = 1).await;
+    c.wait_workers(1).await;
+    let wf = c
+        .deploy(&one_script("while (true) {}", 20_000, Some(200)))
+        .await;
+    let (s, run) = c.run_sync(&wf, json!({})).await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(run["status"], "timed_out", "{run}");
+    assert_eq!(run["error"]["level"], "node", "{run}");
+    assert_eq!(run["error"]["node_id"], "work");
+    let work = run["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == "work")
+        .unwrap();
+    assert_eq!(work["status"], "timed_out");
+
+    let ok = c.deploy(&one_script("return 41 + 1", 5_000, None)).await;
+    for _ in 0..3 {
+        let (_, run) = c.run_sync(&ok, json!({})).await;
+        assert_eq!(
+            run["status"], "succeeded",
+            "the worker keeps serving: {run}"
+        );
+        assert_eq!(run["output"]["result"], 42);
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_refuses_memory_files_and_sockets_and_the_worker_keeps_serving() {
+    let mut c = Cluster::start(0).await;
+    c.add_worker(|w| w.script_memory_limit_bytes = 16 * 1024 * 1024)
+        .await;
+    c.wait_workers(1).await;
+    let cases = [
+        (
+            "let a = []; while (true) { a.push('x'.repeat(4096)); }",
+            "script_out_of_memory",
+            "",
+        ),
+        (
+            "return require('fs').readFileSync('/etc/passwd', 'utf8')",
+            "script_error",
+            "ReferenceError",
+        ),
+        (
+            "return std.loadFile('/etc/passwd')",
+            "script_error",
+            "ReferenceError",
+        ),
+        (
+            "return fetch('http://127.0.0.1:1/')",
+            "script_error",
+            "ReferenceError",
+        ),
+        (
+            "return new WebSocket('ws://127.0.0.1:1/')",
+            "script_error",
+            "ReferenceError",
+        ),
+        (
+            "return os.exec(['/bin/true'])",
+            "script_error",
+            "ReferenceError",
+        ),
+    ];
+    for (code, want, text) in cases {
+        let wf = c.deploy(&one_script(code, 10_000, None)).await;
+        let (s, run) = c.run_sync(&wf, json!({})).await;
+        assert_eq!(s, 200, "{run}");
+        assert_eq!(run["status"], "failed", "{code}: {run}");
+        assert_eq!(run["error"]["code"], want, "{code}: {run}");
+        assert!(
+            run["error"]["message"].as_str().unwrap().contains(text),
+            "{code}: {run}"
+        );
+        assert_eq!(run["error"]["node_id"], "work");
+    }
+    let ok = c
+        .deploy(&one_script("return [1, 2, 3].map(x => x * 2)", 5_000, None))
+        .await;
+    let (_, run) = c.run_sync(&ok, json!({})).await;
+    assert_eq!(run["output"]["result"], json!([2, 4, 6]), "{run}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_node_fails_its_run_and_the_worker_keeps_serving() {
+    let c = Cluster::start(1).await;
+    let mut def = one_script("return 1", 5_000, None);
+    def["nodes"][1]["fault"] = json!("panic");
+    let wf = c.deploy(&def).await;
+    for _ in 0..3 {
+        let (s, run) = c.run_sync(&wf, json!({})).await;
+        assert_eq!(s, 200, "{run}");
+        assert_eq!(run["status"], "failed", "{run}");
+        assert_eq!(run["error"]["code"], "node_panicked", "{run}");
+        assert_eq!(run["error"]["node_id"], "work");
+    }
+    let ok = c.deploy(&four_node()).await;
+    let (_, run) = c.run_sync(&ok, json!({"n": 1})).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let (_, metrics) = (
+        0,
+        c.http
+            .get(c.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert!(
+        metrics.contains("weft_node_panics_total"),
+        "panics are counted"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_node_errors_are_retried_with_backoff() {
+    let c = Cluster::start(1).await;
+    // Fails unless the clock's millisecond is even: over 6 attempts it succeeds
+    // with overwhelming likelihood, and the log shows the attempts it took.
+    let mut def = one_script(
+        "if (Date.now() % 2 !== 0) { throw new Error('odd'); } return 'even'",
+        10_000,
+        None,
+    );
+    def["nodes"][1]["retry"] =
+        json!({"max_attempts": 10, "initial_backoff_ms": 1, "max_backoff_ms": 3});
+    let wf = c.deploy(&def).await;
+    let (_, run) = c.run_sync(&wf, json!({})).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let work = run["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == "work")
+        .unwrap();
+    assert!(work["attempts"].as_u64().unwrap() >= 1);
+
+    // Always failing: exactly max_attempts attempts, then the error.
+    let mut def = one_script("throw new Error('always')", 10_000, None);
+    def["nodes"][1]["retry"] =
+        json!({"max_attempts": 3, "initial_backoff_ms": 1, "max_backoff_ms": 2});
+    let wf = c.deploy(&def).await;
+    let (_, run) = c.run_sync(&wf, json!({})).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let work = run["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == "work")
+        .unwrap();
+    assert_eq!(work["attempts"], 3, "{run}");
+    assert!(run["error"]["message"].as_str().unwrap().contains("always"));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn condition_branches_skip_the_path_not_taken() {
+    let c = Cluster::start(1).await;
+    let def = json!({
+        "name": "route",
+        "timeout_ms": 5000,
+        "nodes": [
+            {"id": "in", "kind": "input"},
+            {"id": "pick", "kind": "condition", "config": {"branches": [
+                {"name": "small", "when": "input.n < 10"}, {"name": "large", "when": "input.n >= 10"}]}},
+            {"id": "small", "kind": "script", "config": {"code": "return 'small'"}},
+            {"id": "large", "kind": "script", "config": {"code": "return 'large'"}},
+            {"id": "out", "kind": "output", "config": {"fields": {
+                "size": "has(steps.small) ? steps.small.output : steps.large.output"}}}
+        ],
+        "edges": [
+            {"from": "in", "to": "pick"},
+            {"from": "pick", "to": "small", "branch": "small"},
+            {"from": "pick", "to": "large", "branch": "large"},
+            {"from": "small", "to": "out"},
+            {"from": "large", "to": "out"}
+        ]
+    });
+    let wf = c.deploy(&def).await;
+    let (_, run) = c.run_sync(&wf, json!({"n": 3})).await;
+    assert_eq!(run["output"]["size"], "small", "{run}");
+    let large = run["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == "large")
+        .unwrap();
+    assert_eq!(large["status"], "skipped");
+    let (_, run) = c.run_sync(&wf, json!({"n": 30})).await;
+    assert_eq!(run["output"]["size"], "large", "{run}");
+    c.shutdown().await;
+}
