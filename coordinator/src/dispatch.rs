@@ -169,6 +169,7 @@ pub fn spawn(
     nats: async_nats::Client,
     subjects: Subjects,
     recovered: Vec<(RunRecord, Arc<WorkflowDefinition>)>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> DispatchHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let stats = Arc::new(Stats::default());
@@ -206,23 +207,38 @@ pub fn spawn(
         );
     }
     let ticker = tx.clone();
+    let stop2 = stop.clone();
     tokio::spawn(async move {
         let mut iv = tokio::time::interval(TICK);
         iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            iv.tick().await;
+            tokio::select! {
+                _ = stop2.cancelled() => break,
+                _ = iv.tick() => {}
+            }
             if ticker.send(Cmd::Tick).is_err() {
                 break;
             }
         }
     });
-    tokio::spawn(d.run(rx));
+    tokio::spawn(d.run(rx, stop));
     DispatchHandle { tx, stats }
 }
 
 impl Dispatcher {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
-        while let Some(cmd) = rx.recv().await {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Cmd>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            let cmd = tokio::select! {
+                _ = stop.cancelled() => break,
+                cmd = rx.recv() => match cmd {
+                    Some(c) => c,
+                    None => break,
+                },
+            };
             self.handle(cmd);
             // Drain what else is waiting before placing, so a burst of
             // submissions is placed in one pass.

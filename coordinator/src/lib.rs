@@ -76,6 +76,9 @@ pub async fn run(
         tracing::info!(runs = recovered.len(), "recovered unfinished runs");
     }
 
+    // Stops the dispatcher when the server is done (the process may go on,
+    // as in tests that restart a coordinator).
+    let tasks = tokio_util::sync::CancellationToken::new();
     let dispatch = dispatch::spawn(
         dispatch::DispatchConfig {
             dead_after: Duration::from_millis(config.worker_dead_after_ms),
@@ -86,6 +89,7 @@ pub async fn run(
         nats.clone(),
         subjects.clone(),
         recovered,
+        tasks.clone(),
     );
     dispatch::listen(nats.clone(), &subjects, dispatch.clone())
         .await
@@ -120,7 +124,8 @@ pub async fn run(
         }
     }
     let _ = store.flush().await;
-    let _ = nats.flush().await;
+    tasks.cancel();
+    let _ = nats.drain().await;
     tracing::info!("coordinator stopped");
     Ok(())
 }

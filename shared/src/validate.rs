@@ -183,11 +183,11 @@ fn compile_exprs(
     out
 }
 
+/// A node's parsed spec and compiled expressions.
+type Checked = (NodeSpec, Vec<(String, Expr)>);
+
 /// Parses and checks one node; `None` when it cannot be used.
-fn check_node(
-    node: &Node,
-    errors: &mut Vec<ValidationError>,
-) -> Option<(NodeSpec, Vec<(String, Expr)>)> {
+fn check_node(node: &Node, errors: &mut Vec<ValidationError>) -> Option<Checked> {
     if let Some(t) = node.timeout_ms {
         check_timeout(errors, Some(&node.id), "node", t);
     }
@@ -290,8 +290,7 @@ pub fn validate(def: &WorkflowDefinition) -> Result<Plan, Vec<ValidationError>> 
 
     // Nodes.
     let mut index: HashMap<&str, usize> = HashMap::new();
-    let mut checked: Vec<Option<(NodeSpec, Vec<(String, Expr)>)>> =
-        Vec::with_capacity(def.nodes.len());
+    let mut checked: Vec<Option<Checked>> = Vec::with_capacity(def.nodes.len());
     for (i, node) in def.nodes.iter().enumerate() {
         if !valid_id(&node.id) {
             errors.push(ValidationError::at(
@@ -495,11 +494,13 @@ pub fn validate(def: &WorkflowDefinition) -> Result<Plan, Vec<ValidationError>> 
         }
     }
 
-    // Reachability from the input node.
-    if let [input] = inputs[..] {
+    // Reachability from the input node(s).
+    if !inputs.is_empty() {
         let mut reached = vec![false; n];
-        let mut queue = vec![input];
-        reached[input] = true;
+        let mut queue = inputs.clone();
+        for &i in &inputs {
+            reached[i] = true;
+        }
         while let Some(u) = queue.pop() {
             for &k in &out_edges[u] {
                 let v = edges[k].to;

@@ -302,7 +302,7 @@ pub async fn run_with(
     }) {
         let _ = nats.publish(subjects.deregister(), bytes).await;
     }
-    let _ = nats.flush().await;
+    let _ = nats.drain().await;
     if let Some(s) = metrics_server {
         s.abort();
     }

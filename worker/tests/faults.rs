@@ -1,0 +1,278 @@
+//! Capacity, faults and bad input through the real path, with worker
+//! processes killed by signal where the fault is a process dying.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// A script that keeps its node busy for `ms` milliseconds, then returns.
+fn busy(ms: u64) -> String {
+    format!("const end = Date.now() + {ms}; while (Date.now() < end) {{}} return 'done'")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_run_has_its_run_placed_on_the_other() {
+    let mut c = Cluster::start(0).await;
+    c.spawn_worker_process("wa", &[]);
+    c.spawn_worker_process("wb", &[]);
+    c.wait_workers(2).await;
+    let wf = c.deploy(&one_script(&busy(1_500), 30_000, None)).await;
+    let run_id = c.submit(&wf, json!({})).await;
+    let running = c
+        .wait_run_until(&run_id, Duration::from_secs(10), |v| {
+            v["status"] == "running"
+        })
+        .await;
+    let first = running["attempts"][0]["worker_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = if first == "wa" { "wb" } else { "wa" };
+    c.signal_process(&first, libc::SIGKILL);
+    let killed_at = Instant::now();
+
+    let run = c.wait_run(&run_id, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let attempts = run["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{run}");
+    assert_eq!(attempts[0]["worker_id"], first.as_str());
+    assert_eq!(attempts[0]["outcome"], "worker_lost");
+    assert_eq!(attempts[1]["worker_id"], other);
+    assert_eq!(attempts[1]["outcome"], "succeeded");
+    // Re-placed after the heartbeat deadline, not before.
+    let replaced = attempts[1]["placed_at_ms"].as_u64().unwrap()
+        - attempts[0]["ended_at_ms"].as_u64().unwrap();
+    assert!(
+        replaced < 1_000,
+        "placed again {replaced} ms after being declared lost"
+    );
+    assert!(killed_at.elapsed() >= Duration::from_millis(DEAD_AFTER_MS));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_worker_without_failing_its_runs() {
+    let mut c = Cluster::start(0).await;
+    c.spawn_worker_process("wd", &[]);
+    c.wait_workers(1).await;
+    let wf = c.deploy(&one_script(&busy(800), 30_000, None)).await;
+    let ids = [
+        c.submit(&wf, json!({})).await,
+        c.submit(&wf, json!({})).await,
+    ];
+    for id in &ids {
+        c.wait_run_until(id, Duration::from_secs(10), |v| v["status"] == "running")
+            .await;
+    }
+    c.signal_process("wd", libc::SIGTERM);
+    // While draining it takes nothing new: a sync run finds no worker.
+    let start = Instant::now();
+    loop {
+        let (_, w) = c.get("/v1/workers").await;
+        if w["items"][0]["draining"] == true {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "worker never reported draining: {w}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, err) = c.run_sync(&wf, json!({})).await;
+    assert_eq!(
+        (s, err["error"]["code"].as_str()),
+        (503, Some("no_workers")),
+        "{err}"
+    );
+    for id in &ids {
+        let run = c.wait_run(id, Duration::from_secs(15)).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(
+            run["attempts"].as_array().unwrap().len(),
+            1,
+            "not re-placed: {run}"
+        );
+    }
+    let status = c
+        .wait_process_exit("wd", Duration::from_secs(10))
+        .expect("worker exits after draining");
+    assert!(status.success(), "{status:?}");
+    c.wait_workers(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_worker_gets_a_clear_503_not_a_hang() {
+    let c = Cluster::start(0).await;
+    let wf = c.deploy(&one_script("return 1", 500, None)).await;
+    let start = Instant::now();
+    let r = c
+        .http
+        .post(c.url(&format!("/v1/workflows/{wf}/runs?mode=sync")))
+        .json(&json!({"input": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "no_workers");
+    assert!(start.elapsed() < Duration::from_secs(2));
+
+    // An async run is accepted (it may wait for a worker to scale up) and
+    // ends timed_out at its workflow deadline if none comes.
+    let id = c.submit(&wf, json!({})).await;
+    let run = c.wait_run(&id, Duration::from_secs(10)).await;
+    assert_eq!(run["status"], "timed_out", "{run}");
+    assert_eq!(run["error"]["level"], "workflow");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_run_starts_when_a_worker_joins() {
+    let mut c = Cluster::start(0).await;
+    let wf = c.deploy(&four_node()).await;
+    let id = c.submit(&wf, json!({"n": 4})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, v) = c.get(&format!("/v1/runs/{id}")).await;
+    assert_eq!(v["status"], "queued");
+    c.add_worker(|_| {}).await;
+    let run = c.wait_run(&id, Duration::from_secs(10)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429_with_retry_after() {
+    let mut c = Cluster::start_with(0, |cfg| cfg.queue_capacity = 1).await;
+    c.add_worker(|w| w.capacity = 1).await;
+    c.wait_workers(1).await;
+    let mut def = one_script("return 1", 3_000, None);
+    def["nodes"][1]["fault"] = json!("hang");
+    let wf = c.deploy(&def).await;
+    let first = c.submit(&wf, json!({})).await; // holds the worker's one slot
+    c.wait_run_until(&first, Duration::from_secs(5), |v| v["status"] == "running")
+        .await;
+    let _second = c.submit(&wf, json!({})).await; // waits in the queue
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = c
+        .http
+        .post(c.url(&format!("/v1/workflows/{wf}/runs?mode=async")))
+        .json(&json!({"input": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "queue_full");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_run_can_be_cancelled() {
+    let c = Cluster::start(1).await;
+    let mut def = one_script("return 1", 20_000, None);
+    def["nodes"][1]["fault"] = json!("hang");
+    let wf = c.deploy(&def).await;
+    let id = c.submit(&wf, json!({})).await;
+    c.wait_run_until(&id, Duration::from_secs(5), |v| v["status"] == "running")
+        .await;
+    let (s, v) = c.post(&format!("/v1/runs/{id}/cancel"), &json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["status"], "cancelled");
+    let (s, v) = c.post(&format!("/v1/runs/{id}/cancel"), &json!({})).await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"]["code"], "conflict");
+    // The worker freed its slot: it reports nothing in flight.
+    let start = Instant::now();
+    loop {
+        let (_, w) = c.get("/v1/workers").await;
+        if w["items"][0]["reported_inflight"] == 0 && w["items"][0]["assigned"] == 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{w}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_every_subject_is_dropped_and_counted() {
+    let c = Cluster::start(1).await;
+    let wf = c.deploy(&four_node()).await;
+    let client = async_nats::connect(c.nats.url()).await.unwrap();
+    let (_, workers) = c.get("/v1/workers").await;
+    let wid = workers["items"][0]["worker_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = weft_shared::subjects::Subjects::default();
+    for subject in [
+        s.heartbeat(),
+        s.deregister(),
+        s.results(),
+        s.assign(&wid),
+        s.cancel(&wid),
+    ] {
+        for junk in [
+            &b""[..],
+            b"\x00\x01\x02",
+            b"\xff\xff\xff\xff",
+            b"{\"v\":1}",
+            &[0x93, 0x01, 0xa6, 0x61][..],
+        ] {
+            client
+                .publish(subject.clone(), junk.to_vec().into())
+                .await
+                .unwrap();
+        }
+    }
+    // A bad assignment sent as a request gets a refusal, not silence.
+    let reply = client
+        .request(s.assign(&wid), b"junk".to_vec().into())
+        .await
+        .unwrap();
+    let r: weft_shared::wire::AssignReply = weft_shared::wire::decode(&reply.payload).unwrap();
+    assert!(!r.accepted);
+    client.flush().await.unwrap();
+    let (_, run) = c.run_sync(&wf, json!({"n": 3})).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let metrics = c
+        .http
+        .get(c.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for subject in ["heartbeat", "results", "assign", "cancel", "deregister"] {
+        assert!(
+            metrics.contains(&format!(
+                "weft_wire_decode_errors_total{{subject=\"{subject}\"}}"
+            )),
+            "{subject} garbage counted"
+        );
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_runs_survive_a_coordinator_restart() {
+    let mut c = Cluster::start(0).await;
+    let wf = c.deploy(&four_node()).await;
+    let ids = [
+        c.submit(&wf, json!({"n": 1})).await,
+        c.submit(&wf, json!({"n": 2})).await,
+    ];
+    c.stop_coordinator().await;
+    c.start_coordinator().await;
+    c.add_worker(|_| {}).await;
+    for (n, id) in ids.iter().enumerate() {
+        let run = c.wait_run(id, Duration::from_secs(10)).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(run["output"]["v"], json!((n + 1) * 2));
+    }
+    c.shutdown().await;
+}
