@@ -1,10 +1,12 @@
 //! The JavaScript sandbox's compile check, shared by validation (coordinator)
 //! and execution (worker).
 //!
-//! A script is the body of a function of one argument, `ctx`. It is compiled
-//! with the `Function` constructor, which parses the text strictly as a
-//! function body: nothing in it runs at compile time, and text cannot close the
-//! function and run code outside it.
+//! A script is the body of a function of one argument, `ctx`, in strict mode.
+//! It is wrapped as the default export of a module and compiled with
+//! QuickJS's compile-only flag, so validating a script runs none of it — not
+//! even text that closes the function early and adds code around it. (QuickJS's
+//! `Function` constructor would not do: it builds source text and evaluates
+//! it.) At run time that same module is evaluated inside the sandbox.
 //!
 //! The sandbox: an rquickjs runtime with the ECMAScript built-ins only — no
 //! `std`/`os` modules, no `require`, no `fetch`, no filesystem, network or
@@ -15,7 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rquickjs::{Context, Ctx, Function, Runtime};
+use rquickjs::{Context, Ctx, Function, Module, Runtime};
+use std::sync::atomic::AtomicUsize;
 
 /// Memory a compile check may use.
 const CHECK_MEMORY_LIMIT: usize = 16 * 1024 * 1024;
@@ -50,14 +53,20 @@ fn new_runtime(
     memory: usize,
     deadline: Instant,
     cancel: Arc<AtomicBool>,
+    polls: Arc<AtomicUsize>,
 ) -> Result<Runtime, ScriptError> {
     let rt = Runtime::new().map_err(|e| ScriptError::Runtime(e.to_string()))?;
     rt.set_memory_limit(memory);
     rt.set_max_stack_size(STACK_LIMIT);
     rt.set_interrupt_handler(Some(Box::new(move || {
+        polls.fetch_add(1, Ordering::Relaxed);
         cancel.load(Ordering::Relaxed) || Instant::now() >= deadline
     })));
     Ok(rt)
+}
+
+fn wrap(code: &str) -> String {
+    format!("export default function (ctx) {{\n{code}\n}}\n")
 }
 
 fn exception_text(ctx: &Ctx<'_>, err: rquickjs::Error) -> String {
@@ -82,22 +91,42 @@ fn exception_text(ctx: &Ctx<'_>, err: rquickjs::Error) -> String {
     err.to_string()
 }
 
-fn compile<'js>(ctx: &Ctx<'js>, code: &str) -> Result<Function<'js>, String> {
-    let ctor: Function = ctx.globals().get("Function").map_err(|e| e.to_string())?;
-    ctor.call(("ctx", code)).map_err(|e| exception_text(ctx, e))
+/// Compiles and evaluates the module, returning its function. Evaluating
+/// the module only defines the function, unless the text added code around it,
+/// which then runs here, inside the sandbox, like the body would.
+fn instantiate<'js>(ctx: &Ctx<'js>, code: &str) -> Result<Function<'js>, rquickjs::Error> {
+    let declared = Module::declare(ctx.clone(), "script", wrap(code))?;
+    let (module, promise) = declared.eval()?;
+    promise.finish::<()>()?;
+    module.get("default")
 }
 
 /// Checks that `code` compiles as a function body. Runs none of it.
 pub fn check(code: &str) -> Result<(), String> {
+    check_counting(code).0
+}
+
+/// [`check`], and how often the interrupt handler was polled (only running
+/// code polls it: tests use it to show that nothing ran).
+fn check_counting(code: &str) -> (Result<(), String>, usize) {
+    let polls = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(2);
-    let rt = new_runtime(
-        CHECK_MEMORY_LIMIT,
-        deadline,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .map_err(|e| e.to_string())?;
-    let context = Context::full(&rt).map_err(|e| e.to_string())?;
-    context.with(|ctx| compile(&ctx, code).map(|_| ()))
+    let result = (|| {
+        let rt = new_runtime(
+            CHECK_MEMORY_LIMIT,
+            deadline,
+            Arc::new(AtomicBool::new(false)),
+            polls.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        let context = Context::full(&rt).map_err(|e| e.to_string())?;
+        context.with(|ctx| {
+            Module::declare(ctx.clone(), "script", wrap(code))
+                .map(|_| ())
+                .map_err(|e| exception_text(&ctx, e))
+        })
+    })();
+    (result, polls.load(Ordering::Relaxed))
 }
 
 /// What QuickJS leaves as the exception when it cannot even allocate the
@@ -108,11 +137,30 @@ const NULL_EXCEPTION: &str = "null";
 /// Runs `code` with `ctx_json` as its argument and returns its result as JSON
 /// text (`null` for `undefined`). Blocking: call it off the async threads.
 pub fn run(code: &str, ctx_json: &str, limits: &Limits) -> Result<String, ScriptError> {
-    let rt = new_runtime(limits.memory_bytes, limits.deadline, limits.cancel.clone())?;
+    let rt = new_runtime(
+        limits.memory_bytes,
+        limits.deadline,
+        limits.cancel.clone(),
+        Arc::new(AtomicUsize::new(0)),
+    )?;
     let context = Context::full(&rt).map_err(|e| ScriptError::Runtime(e.to_string()))?;
     let interrupted = || limits.cancel.load(Ordering::Relaxed) || Instant::now() >= limits.deadline;
     let result = context.with(|ctx| {
-        let func = compile(&ctx, code).map_err(ScriptError::Compile)?;
+        let func = match instantiate(&ctx, code) {
+            Ok(f) => f,
+            Err(e @ rquickjs::Error::Exception) => {
+                let text = exception_text(&ctx, e);
+                if interrupted() {
+                    return Err(ScriptError::Interrupted);
+                }
+                return Err(if text.starts_with("SyntaxError") {
+                    ScriptError::Compile(text)
+                } else {
+                    ScriptError::Thrown(text)
+                });
+            }
+            Err(e) => return Err(ScriptError::Runtime(e.to_string())),
+        };
         let arg = ctx
             .json_parse(ctx_json)
             .map_err(|e| ScriptError::Runtime(exception_text(&ctx, e)))?;
@@ -170,13 +218,28 @@ mod tests {
     }
 
     #[test]
-    fn compile_check_runs_nothing_and_cannot_be_escaped() {
+    fn compile_check_runs_nothing() {
         assert!(check("return 1").is_ok());
         assert!(check("return (").is_err());
-        // Text that tries to close the function body is a syntax error.
-        assert!(check("}); while(true){} (function(){").is_err());
-        // An endless loop in the body is not run by the check.
-        assert!(check("while(true){}").is_ok());
+        // Neither the body nor text that closes the function early and adds
+        // code around it is run by the check: no interrupt poll happens.
+        for code in [
+            "while(true){}",
+            "} while(true){} function f(){",
+            "} for(;;){} {",
+        ] {
+            let (result, polls) = check_counting(code);
+            assert!(result.is_ok(), "{code}: {result:?}");
+            assert_eq!(polls, 0, "{code} ran during the check");
+        }
+        let (_, polls) = check_counting("}); while(true){} (function(){");
+        assert_eq!(polls, 0);
+    }
+
+    #[test]
+    fn code_added_around_the_function_still_runs_in_the_sandbox() {
+        let err = run("} while(true){} function f(){", "{}", &limits(100)).unwrap_err();
+        assert_eq!(err, ScriptError::Interrupted);
     }
 
     #[test]
