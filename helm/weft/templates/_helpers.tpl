@@ -1,0 +1,135 @@
+{{/*
+Chart name, truncated to the 63 characters of a DNS label.
+*/}}
+{{- define "weft.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: "<release>-weft", or the release name when it already holds the
+chart name, or fullnameOverride.
+*/}}
+{{- define "weft.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Names of the two components' resources. */}}
+{{- define "weft.coordinator.fullname" -}}
+{{- printf "%s-coordinator" (include "weft.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "weft.worker.fullname" -}}
+{{- printf "%s-worker" (include "weft.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* "chart-version" for the helm.sh/chart label. */}}
+{{- define "weft.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every resource. */}}
+{{- define "weft.labels" -}}
+helm.sh/chart: {{ include "weft.chart" . }}
+{{ include "weft.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: weft
+{{- end }}
+
+{{/* Labels that select this release's pods. */}}
+{{- define "weft.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "weft.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Per-component labels; call with (dict "ctx" $ "component" "coordinator"). */}}
+{{- define "weft.componentLabels" -}}
+{{ include "weft.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- define "weft.componentSelectorLabels" -}}
+{{ include "weft.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* ServiceAccount used by the pods. */}}
+{{- define "weft.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "weft.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The image reference. */}}
+{{- define "weft.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+WEFT_NATS_URL: the NATS chart's client Service when nats.enabled (its name
+follows that chart's "nats.fullname" rule), else externalNats.url.
+*/}}
+{{- define "weft.natsUrl" -}}
+{{- if .Values.nats.enabled }}
+{{- $name := "" }}
+{{- if .Values.nats.fullnameOverride }}
+{{- $name = .Values.nats.fullnameOverride }}
+{{- else }}
+{{- $chartName := default "nats" .Values.nats.nameOverride }}
+{{- if contains $chartName .Release.Name }}
+{{- $name = .Release.Name }}
+{{- else }}
+{{- $name = printf "%s-%s" .Release.Name $chartName }}
+{{- end }}
+{{- end }}
+{{- printf "nats://%s:%v" ($name | trunc 63 | trimSuffix "-") .Values.nats.config.nats.port }}
+{{- else }}
+{{- required "externalNats.url is required when nats.enabled is false (e.g. nats://nats.messaging.svc:4222)" .Values.externalNats.url }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the Secret holding the encryption key ("" when there is none). */}}
+{{- define "weft.encryptionKeySecretName" -}}
+{{- if .Values.encryptionKeySecret.name }}
+{{- .Values.encryptionKeySecret.name }}
+{{- else if .Values.encryptionKey }}
+{{- include "weft.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/* Key inside that Secret. */}}
+{{- define "weft.encryptionKeySecretKey" -}}
+{{- if .Values.encryptionKeySecret.name }}
+{{- .Values.encryptionKeySecret.key }}
+{{- else }}
+{{- print "encryption-key" }}
+{{- end }}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds = the binary's grace (ms, rounded up to whole
+seconds) + a margin, so the pod's limit follows the setting and cannot drift.
+Call with (dict "ms" <grace in ms> "margin" <seconds>).
+*/}}
+{{- define "weft.terminationGrace" -}}
+{{- add (div (add (int .ms) 999) 1000) (int .margin) }}
+{{- end }}
+
+{{/* Values that cannot work together fail the render with a clear message. */}}
+{{- define "weft.validateValues" -}}
+{{- if and .Values.autoscaling.hpa.enabled .Values.autoscaling.keda.enabled }}
+{{- fail "autoscaling.hpa.enabled and autoscaling.keda.enabled are mutually exclusive: KEDA creates its own HPA for the worker Deployment. Set autoscaling.hpa.enabled=false to use KEDA." }}
+{{- end }}
+{{- if and .Values.encryptionKey .Values.encryptionKeySecret.name }}
+{{- fail "set either encryptionKey or encryptionKeySecret.name, not both" }}
+{{- end }}
+{{- end }}
