@@ -33,6 +33,16 @@ pub struct CoordinatorConfig {
     pub max_body_bytes: usize,
     /// Log as JSON lines instead of text.
     pub log_json: bool,
+    /// The URL external systems reach this coordinator at (for async API
+    /// callbacks). Empty: `http://` + the bound address (0.0.0.0 read as
+    /// 127.0.0.1) — set it whenever the coordinator is behind a proxy or in a pod.
+    pub public_url: String,
+    /// 32 bytes, base64: the key that encrypts secure environment variables.
+    /// Empty: secure variables cannot be created. Never printed.
+    pub encryption_key: String,
+    /// Keys that sealed values before a rotation; values are re-encrypted
+    /// under `encryption_key` at start. Never printed.
+    pub previous_encryption_keys: Vec<String>,
 }
 
 impl Default for CoordinatorConfig {
@@ -50,6 +60,9 @@ impl Default for CoordinatorConfig {
             shutdown_grace_ms: 30_000,
             max_body_bytes: 1024 * 1024,
             log_json: false,
+            public_url: String::new(),
+            encryption_key: String::new(),
+            previous_encryption_keys: Vec::new(),
         }
     }
 }
@@ -72,6 +85,21 @@ impl CoordinatorConfig {
                 self.database_url
             ));
         }
+        crate::secrets::Crypto::new(&self.encryption_key, &self.previous_encryption_keys)
+            .map_err(|e| e.to_string())?;
         Ok(())
+    }
+
+    /// `public_url`, or one made from the address the server is bound to.
+    pub fn callback_base(&self, bound: std::net::SocketAddr) -> String {
+        if !self.public_url.is_empty() {
+            return self.public_url.trim_end_matches('/').to_string();
+        }
+        let host = if bound.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            bound.ip().to_string()
+        };
+        format!("http://{host}:{}", bound.port())
     }
 }

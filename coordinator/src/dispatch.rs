@@ -18,6 +18,7 @@ use crate::placement::{self, WorkerView};
 use crate::store::{Store, WriteError};
 use serde::Serialize;
 use std::cmp::Reverse;
+use std::collections::BTreeMap;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,9 +27,13 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 use weft_shared::error::ErrorCode;
 use weft_shared::model::{RunAttempt, RunError, RunStatus, WorkflowDefinition};
+use weft_shared::secret::SecretString;
 use weft_shared::subjects::Subjects;
 use weft_shared::time::{now_ms, TimeoutLevel};
-use weft_shared::wire::{self, Assign, AssignReply, Cancel, Heartbeat, RunResult};
+use weft_shared::wire::{
+    self, Assign, AssignReply, Cancel, EnvValue, Heartbeat, Resume, ResumeReply, RunProgress,
+    RunResult,
+};
 
 /// How often dead workers and overdue runs are looked for.
 const TICK: Duration = Duration::from_millis(100);
@@ -42,6 +47,8 @@ pub struct Submission {
     /// Hears the run's final record (synchronous runs).
     pub waiter: Option<oneshot::Sender<RunRecord>>,
     pub traceparent: Option<String>,
+    /// The variables the run names, decrypted for it.
+    pub env: Arc<BTreeMap<String, EnvValue>>,
 }
 
 pub enum Cmd {
@@ -57,6 +64,16 @@ pub enum Cmd {
         outcome: Result<AssignReply, AssignFailure>,
     },
     Cancel(Uuid, oneshot::Sender<Option<RunRecord>>),
+    /// A run went `waiting` or back to `running` on its worker.
+    Progress(RunProgress),
+    /// A callback for a waiting node; `reply` hears the worker's verdict.
+    Callback {
+        run_id: Uuid,
+        node_id: String,
+        token: SecretString,
+        payload: serde_json::Value,
+        reply: oneshot::Sender<String>,
+    },
     Workers(oneshot::Sender<Vec<WorkerInfo>>),
     Tick,
 }
@@ -114,6 +131,8 @@ impl DispatchHandle {
 }
 
 pub struct DispatchConfig {
+    /// Base URL external systems call back on (async API nodes).
+    pub callback_base: String,
     pub dead_after: Duration,
     pub assign_timeout: Duration,
     pub deadline_grace: Duration,
@@ -144,6 +163,7 @@ struct LiveRun {
     waiters: Vec<oneshot::Sender<RunRecord>>,
     placement: Placement,
     traceparent: Option<String>,
+    env: Arc<BTreeMap<String, EnvValue>>,
 }
 
 struct Dispatcher {
@@ -160,6 +180,13 @@ struct Dispatcher {
     rotation: usize,
 }
 
+/// A run found unfinished in the store at start, with what it needs to run.
+pub struct Recovered {
+    pub record: RunRecord,
+    pub definition: Arc<WorkflowDefinition>,
+    pub env: Arc<BTreeMap<String, EnvValue>>,
+}
+
 /// Starts the dispatcher. `recovered` are runs the store holds unfinished
 /// (the coordinator restarted): queued ones are queued again, running ones wait
 /// a moment for their worker to report before they are placed again.
@@ -168,7 +195,7 @@ pub fn spawn(
     store: Store,
     nats: async_nats::Client,
     subjects: Subjects,
-    recovered: Vec<(RunRecord, Arc<WorkflowDefinition>)>,
+    recovered: Vec<Recovered>,
     stop: tokio_util::sync::CancellationToken,
 ) -> DispatchHandle {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -186,7 +213,12 @@ pub fn spawn(
         deadlines: BinaryHeap::new(),
         rotation: 0,
     };
-    for (record, definition) in recovered {
+    for Recovered {
+        record,
+        definition,
+        env,
+    } in recovered
+    {
         let placement = match record.status {
             RunStatus::Queued => Placement::Pending,
             _ => Placement::Orphaned(Instant::now()),
@@ -203,6 +235,7 @@ pub fn spawn(
                 waiters: Vec::new(),
                 placement,
                 traceparent: None,
+                env,
             },
         );
     }
@@ -291,8 +324,81 @@ impl Dispatcher {
                 list.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
                 let _ = reply.send(list);
             }
+            Cmd::Progress(p) => self.progress(p),
+            Cmd::Callback {
+                run_id,
+                node_id,
+                token,
+                payload,
+                reply,
+            } => self.callback(run_id, node_id, token, payload, reply),
             Cmd::Tick => self.tick(),
         }
+    }
+
+    fn progress(&mut self, p: RunProgress) {
+        let Some(run) = self.runs.get_mut(&p.run_id) else {
+            return;
+        };
+        // Progress can overtake the assignment's confirmation: it confirms too.
+        if matches!(&run.placement, Placement::Assigning(w) if *w == p.worker_id) {
+            run.placement = Placement::Running(p.worker_id.clone());
+            run.record.started_at_ms.get_or_insert(now_ms());
+        }
+        let current = matches!(&run.placement, Placement::Running(w) if *w == p.worker_id);
+        if !current
+            || !matches!(p.status, RunStatus::Waiting | RunStatus::Running)
+            || run.record.status == p.status
+        {
+            return;
+        }
+        run.record.status = p.status;
+        self.store.enqueue_run(&run.record, None);
+    }
+
+    fn callback(
+        &mut self,
+        run_id: Uuid,
+        node_id: String,
+        token: SecretString,
+        payload: serde_json::Value,
+        reply: oneshot::Sender<String>,
+    ) {
+        let worker = match self.runs.get(&run_id).map(|r| &r.placement) {
+            Some(Placement::Running(w)) => w.clone(),
+            Some(_) => {
+                let _ = reply.send("not_waiting".into());
+                return;
+            }
+            None => {
+                let _ = reply.send("unknown_run".into());
+                return;
+            }
+        };
+        let nats = self.nats.clone();
+        let subject = self.subjects.resume(&worker);
+        let timeout = self.cfg.assign_timeout;
+        tokio::spawn(async move {
+            let msg = Resume {
+                run_id,
+                node_id,
+                token,
+                payload,
+            };
+            let outcome = match wire::encode(&msg) {
+                Ok(bytes) => {
+                    match tokio::time::timeout(timeout, nats.request(subject, bytes)).await {
+                        Ok(Ok(r)) => wire::decode::<ResumeReply>(&r.payload)
+                            .map(|r| r.outcome)
+                            .unwrap_or_else(|e| e.to_string()),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => "the worker did not answer in time".into(),
+                    }
+                }
+                Err(e) => e.to_string(),
+            };
+            let _ = reply.send(outcome);
+        });
     }
 
     fn submit(&mut self, s: Submission) {
@@ -307,6 +413,7 @@ impl Dispatcher {
                 waiters: s.waiter.into_iter().collect(),
                 placement: Placement::Pending,
                 traceparent: s.traceparent,
+                env: s.env,
             },
         );
         self.pending.push_back(id);
@@ -425,6 +532,8 @@ impl Dispatcher {
                 input: run.record.input.clone(),
                 deadline_ms: run.record.deadline_ms,
                 traceparent: run.traceparent.clone(),
+                env: (*run.env).clone(),
+                callback_base: Some(self.cfg.callback_base.clone()),
             };
             metrics::histogram!(m::PLACEMENT_DURATION).record(started.elapsed().as_secs_f64());
             self.send_assign(worker_id, msg);
@@ -536,6 +645,8 @@ impl Dispatcher {
         run.record.started_at_ms.get_or_insert(r.started_at_ms);
         run.record.ended_at_ms = Some(r.ended_at_ms);
         run.record.nodes.extend(r.nodes);
+        run.record.usage.add(&r.usage);
+        run.record.model_runs.extend(r.model_runs);
         let (tx, rx) = oneshot::channel::<Result<(), WriteError>>();
         self.store.enqueue_run(&run.record, Some(tx));
         tokio::spawn(async move {
@@ -711,6 +822,23 @@ pub async fn listen(
             weft_shared::subjects::RESULTS_QUEUE_GROUP.into(),
         )
         .await?;
+    let mut progress = nats
+        .queue_subscribe(
+            subjects.progress(),
+            weft_shared::subjects::RESULTS_QUEUE_GROUP.into(),
+        )
+        .await?;
+    let h = handle.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = progress.next().await {
+            match wire::decode::<RunProgress>(&msg.payload) {
+                Ok(p) => {
+                    h.send(Cmd::Progress(p));
+                }
+                Err(_) => metrics::counter!(m::WIRE_ERRORS, "subject" => "progress").increment(1),
+            }
+        }
+    });
     let h = handle.clone();
     tokio::spawn(async move {
         while let Some(msg) = hb.next().await {

@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod metrics;
 pub mod model;
 pub mod placement;
+pub mod secrets;
 pub mod store;
 
 pub use config::CoordinatorConfig;
@@ -35,6 +36,39 @@ pub enum CoordinatorError {
     Nats(String),
     #[error("http: {0}")]
     Http(#[from] std::io::Error),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// Re-encrypts values sealed with a previous key under the current one.
+async fn rotate_keys(
+    store: &store::Store,
+    crypto: &secrets::Crypto,
+) -> Result<(), CoordinatorError> {
+    let mut rotated = 0;
+    for mut v in store.secure_env().await? {
+        if !crypto.needs_rotation(&v.value) {
+            continue;
+        }
+        let plain = crypto.decrypt(&v.value).map_err(|e| {
+            CoordinatorError::Config(format!(
+                "variable {} of workflow {}: {e}",
+                v.name, v.workflow_id
+            ))
+        })?;
+        v.value = crypto
+            .encrypt(&plain)
+            .map_err(|e| CoordinatorError::Config(e.to_string()))?;
+        store.update_env(&v).await?;
+        rotated += 1;
+    }
+    if rotated > 0 {
+        tracing::info!(
+            variables = rotated,
+            "re-encrypted secure variables under the current key"
+        );
+    }
+    Ok(())
 }
 
 /// Runs the coordinator on `listener` until `shutdown` completes, then drains:
@@ -46,7 +80,10 @@ pub async fn run(
 ) -> Result<(), CoordinatorError> {
     metrics::describe();
     let _ = weft_shared::telemetry::prometheus();
+    let crypto = secrets::Crypto::new(&config.encryption_key, &config.previous_encryption_keys)
+        .map_err(|e| CoordinatorError::Config(e.to_string()))?;
     let store = store::Store::open(&config.database_url).await?;
+    rotate_keys(&store, &crypto).await?;
     let nats = async_nats::ConnectOptions::new()
         .name("weft-coordinator")
         .retry_on_initial_connect()
@@ -62,11 +99,21 @@ pub async fn run(
         let key = (rec.workflow_id.clone(), rec.version);
         if !defs.contains_key(&key) {
             if let Some(v) = store.get_version(&rec.workflow_id, rec.version).await? {
-                defs.insert(key.clone(), Arc::new(v.definition));
+                let refs: Vec<String> = weft_shared::validate::env_refs(&v.definition)
+                    .into_iter()
+                    .collect();
+                let vars = store.list_env(&rec.workflow_id).await?;
+                let env = api::resolve_env(&crypto, &vars, &refs)
+                    .map_err(|e| CoordinatorError::Config(e.to_string()))?;
+                defs.insert(key.clone(), (Arc::new(v.definition), Arc::new(env)));
             }
         }
         match defs.get(&key) {
-            Some(d) => recovered.push((rec, d.clone())),
+            Some((d, env)) => recovered.push(dispatch::Recovered {
+                record: rec,
+                definition: d.clone(),
+                env: env.clone(),
+            }),
             None => {
                 tracing::warn!(run_id = %rec.id, "unfinished run's workflow version is gone; leaving it")
             }
@@ -81,6 +128,7 @@ pub async fn run(
     let tasks = tokio_util::sync::CancellationToken::new();
     let dispatch = dispatch::spawn(
         dispatch::DispatchConfig {
+            callback_base: config.callback_base(listener.local_addr()?),
             dead_after: Duration::from_millis(config.worker_dead_after_ms),
             assign_timeout: Duration::from_millis(config.assign_timeout_ms),
             deadline_grace: Duration::from_millis(config.deadline_grace_ms),
@@ -101,6 +149,7 @@ pub async fn run(
         store.clone(),
         dispatch,
         nats.clone(),
+        crypto,
     ));
     let app = api::router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, "coordinator listening");

@@ -3,7 +3,9 @@
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
-use weft_shared::model::{NodeLog, RunAttempt, RunError, RunStatus, WorkflowDefinition};
+use weft_shared::model::{
+    ModelRun, NodeLog, RunAttempt, RunError, RunStatus, Usage, WorkflowDefinition,
+};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Workflow {
@@ -47,6 +49,23 @@ pub struct RunRecord {
     pub attempts: Vec<RunAttempt>,
     /// Node-by-node log, over all attempts.
     pub nodes: Vec<NodeLog>,
+    /// Tokens used by the run's model calls.
+    pub usage: Usage,
+    /// Each model call (in the run detail; empty in lists).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub model_runs: Vec<ModelRun>,
+}
+
+/// An environment variable as stored: a secure one's value is ciphertext.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnvVarRow {
+    pub workflow_id: String,
+    pub name: String,
+    pub value: String,
+    pub secure: bool,
+    pub notes: String,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
 }
 
 impl RunRecord {
@@ -73,6 +92,8 @@ impl RunRecord {
             deadline_ms,
             attempts: Vec::new(),
             nodes: Vec::new(),
+            usage: Usage::default(),
+            model_runs: Vec::new(),
         }
     }
 }

@@ -14,14 +14,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn wait_exit(p: &mut Proc, within: Duration) -> Option<std::process::ExitStatus> {
     let start = Instant::now();
     while start.elapsed() < within {
@@ -34,7 +26,7 @@ fn wait_exit(p: &mut Proc, within: Duration) -> Option<std::process::ExitStatus>
 }
 
 async fn start(nats: &NatsServer, dir: &std::path::Path) -> (Proc, String) {
-    let port = free_port();
+    let port = weft_shared::testutil::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_weft-coordinator"))
         .env("WEFT_NATS_URL", nats.url())
         .env("WEFT_HTTP_ADDR", format!("127.0.0.1:{port}"))

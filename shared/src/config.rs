@@ -62,12 +62,26 @@ where
     })
 }
 
-/// The effective config as TOML-like text for `--print-config`.
+/// The effective config as TOML-like text for `--print-config`. Settings
+/// whose name holds `key`, `secret`, `password` or `token` print as
+/// `"[redacted]"` when set.
 pub fn render<T: Serialize>(config: &T) -> String {
+    let secret = |k: &str| {
+        ["key", "secret", "password", "token"]
+            .iter()
+            .any(|w| k.contains(w))
+    };
     match serde_json::to_value(config) {
         Ok(serde_json::Value::Object(map)) => map
             .into_iter()
-            .map(|(k, v)| format!("{k} = {v}\n"))
+            .map(|(k, v)| {
+                let empty = v.as_str() == Some("") || v.as_array().is_some_and(|a| a.is_empty());
+                if secret(&k) && !empty {
+                    format!("{k} = \"[redacted]\"\n")
+                } else {
+                    format!("{k} = {v}\n")
+                }
+            })
             .collect(),
         _ => String::new(),
     }

@@ -34,6 +34,13 @@ pub enum ErrorCode {
     OutputNotReached,
     Cancelled,
     WorkerLost,
+    GuardrailBlocked,
+    TemplateError,
+    HttpError,
+    ResponseTooLarge,
+    ModelError,
+    Forbidden,
+    EncryptionUnavailable,
 }
 
 impl ErrorCode {
@@ -64,6 +71,13 @@ impl ErrorCode {
             ErrorCode::OutputNotReached => "output_not_reached",
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::WorkerLost => "worker_lost",
+            ErrorCode::GuardrailBlocked => "guardrail_blocked",
+            ErrorCode::TemplateError => "template_error",
+            ErrorCode::HttpError => "http_error",
+            ErrorCode::ResponseTooLarge => "response_too_large",
+            ErrorCode::ModelError => "model_error",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::EncryptionUnavailable => "encryption_unavailable",
         }
     }
 
@@ -75,8 +89,9 @@ impl ErrorCode {
             | ErrorCode::InvalidDefinition
             | ErrorCode::InvalidInput => 400,
             ErrorCode::NotFound => 404,
+            ErrorCode::Forbidden => 403,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::Conflict | ErrorCode::NotDeployed => 409,
+            ErrorCode::Conflict | ErrorCode::NotDeployed | ErrorCode::EncryptionUnavailable => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::QueueFull => 429,

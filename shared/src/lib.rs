@@ -13,10 +13,13 @@
 pub mod config;
 pub mod error;
 pub mod expr;
+pub mod guardrails;
 pub mod model;
 pub mod script;
+pub mod secret;
 pub mod subjects;
 pub mod telemetry;
+pub mod template;
 pub mod time;
 pub mod validate;
 pub mod wire;

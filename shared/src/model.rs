@@ -8,6 +8,7 @@
 //! `docs/workflow-format.md` with a JSON Schema beside it.
 
 use crate::error::ErrorCode;
+use crate::guardrails::{Finding, GuardrailsConfig};
 use crate::time::TimeoutLevel;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -35,6 +36,9 @@ pub struct WorkflowDefinition {
     pub nodes: Vec<Node>,
     #[serde(default)]
     pub edges: Vec<Edge>,
+    /// Guardrails for every AI node that sets none of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<GuardrailsConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -113,6 +117,9 @@ pub enum NodeSpec {
     Condition(ConditionConfig),
     Script(ScriptConfig),
     Output(OutputConfig),
+    Api(ApiConfig),
+    AsyncApi(ApiConfig),
+    Ai(AiConfig),
 }
 
 impl NodeSpec {
@@ -122,12 +129,125 @@ impl NodeSpec {
             NodeSpec::Condition(_) => "condition",
             NodeSpec::Script(_) => "script",
             NodeSpec::Output(_) => "output",
+            NodeSpec::Api(_) => "api",
+            NodeSpec::AsyncApi(_) => "async_api",
+            NodeSpec::Ai(_) => "ai",
+        }
+    }
+
+    /// The retry policy a node of this kind gets when it sets none: calls to
+    /// other systems retry a little (finite), local work does not.
+    pub fn default_retry(&self) -> RetryPolicy {
+        match self {
+            NodeSpec::Api(_) | NodeSpec::AsyncApi(_) | NodeSpec::Ai(_) => RetryPolicy {
+                max_attempts: 3,
+                initial_backoff_ms: 200,
+                max_backoff_ms: 5_000,
+            },
+            _ => RetryPolicy::default(),
         }
     }
 }
 
 /// The kinds this version knows.
-pub const NODE_KINDS: &[&str] = &["input", "condition", "script", "output"];
+pub const NODE_KINDS: &[&str] = &[
+    "input",
+    "condition",
+    "script",
+    "output",
+    "api",
+    "async_api",
+    "ai",
+];
+
+fn default_method() -> String {
+    "GET".into()
+}
+fn default_max_response_bytes() -> u64 {
+    1024 * 1024
+}
+
+/// An HTTP call (`api`), or a call whose answer comes later to a callback URL
+/// (`async_api`). Strings may hold `{{ }}` templates (see `crate::template`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// JSON body; a string that is exactly one template keeps the value's type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// Largest response body accepted; a larger one fails the node.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
+}
+
+/// A chat-completions call to an OpenAI-compatible API.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AiConfig {
+    /// Base URL of the API (…/v1), usually `{{env.LLM_BASE_URL}}`.
+    pub base_url: String,
+    /// API key, usually `{{env.LLM_API_KEY}}` from a secure variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Ask for a JSON object and parse the reply into `output.json`.
+    #[serde(default)]
+    pub json_mode: bool,
+    /// Timeout of one model call, bounded by the node's deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_timeout_ms: Option<u64>,
+    /// Overrides the workflow's guardrails for this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<GuardrailsConfig>,
+}
+
+/// Token counts of model calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: &Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+    }
+}
+
+/// One call to a model, as recorded for the monitor's model runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelRun {
+    pub request_id: String,
+    pub node_id: String,
+    pub model: String,
+    /// The connection: the env variable the base URL came from, else its host.
+    pub connection: String,
+    /// `succeeded`, `failed` or `timed_out`.
+    pub status: String,
+    pub started_at_ms: u64,
+    pub ended_at_ms: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -280,6 +400,9 @@ pub struct NodeLog {
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RunError>,
+    /// Guardrail findings (which scanner, what kind, where — never the text).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
 }
 
 /// One placement of a run on a worker.

@@ -9,7 +9,9 @@
 //! | `<p>.workers.deregister` | worker → coordinators | [`crate::wire::Deregister`] |
 //! | `<p>.worker.<id>.assign` | coordinator → one worker (request) | [`crate::wire::Assign`] → [`crate::wire::AssignReply`] |
 //! | `<p>.worker.<id>.cancel` | coordinator → one worker | [`crate::wire::Cancel`] |
+//! | `<p>.worker.<id>.resume` | coordinator → one worker (request) | [`crate::wire::Resume`] → [`crate::wire::ResumeReply`] |
 //! | `<p>.runs.results` | worker → coordinators (request, queue group) | [`crate::wire::RunResult`] → [`crate::wire::ResultAck`] |
+//! | `<p>.runs.progress` | worker → coordinators (queue group) | [`crate::wire::RunProgress`] |
 
 /// Queue group coordinators share for run results, so each result is handled once.
 pub const RESULTS_QUEUE_GROUP: &str = "weft-coordinators";
@@ -50,6 +52,14 @@ impl Subjects {
 
     pub fn cancel(&self, worker_id: &str) -> String {
         format!("{}.worker.{}.cancel", self.prefix, worker_id)
+    }
+
+    pub fn resume(&self, worker_id: &str) -> String {
+        format!("{}.worker.{}.resume", self.prefix, worker_id)
+    }
+
+    pub fn progress(&self) -> String {
+        format!("{}.runs.progress", self.prefix)
     }
 
     pub fn results(&self) -> String {

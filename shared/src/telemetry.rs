@@ -6,11 +6,20 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The log filter: `RUST_LOG` (default `info`), with async-nats capped at
+/// `info` whatever `RUST_LOG` asks — at `trace` it logs whole message
+/// payloads, and a run's assignment carries its secure variables.
+pub fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    filter.add_directive("async_nats=info".parse().expect("a valid directive"))
+}
+
 /// Structured logs to stderr: text by default, JSON with `json = true`.
-/// The filter comes from `RUST_LOG` (default `info`).
+/// The filter is [`log_filter`].
 pub fn init_logging(json: bool) {
-    use tracing_subscriber::{fmt, EnvFilter};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use tracing_subscriber::fmt;
+    let filter = log_filter("info");
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = fmt()
         .with_env_filter(filter)

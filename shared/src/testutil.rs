@@ -131,6 +131,14 @@ impl Drop for NatsServer {
     }
 }
 
+/// A port free on loopback now (another process may take it before use).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 /// Logging for tests (once per process; honours `RUST_LOG`).
 pub fn init_test_logging() {
     use tracing_subscriber::{fmt, EnvFilter};

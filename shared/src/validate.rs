@@ -79,6 +79,8 @@ pub struct Plan {
     pub in_edges: Vec<Vec<usize>>,
     pub input: usize,
     pub output: usize,
+    /// Workflow-level guardrails (AI nodes without their own use these).
+    pub guardrails: Option<crate::guardrails::GuardrailsConfig>,
     input_schema: Option<jsonschema::Validator>,
 }
 
@@ -183,6 +185,174 @@ fn compile_exprs(
     out
 }
 
+fn check_templates<'a>(
+    node_id: &str,
+    items: impl IntoIterator<Item = (&'a str, Vec<String>)>,
+    allow_callback: bool,
+    errors: &mut Vec<ValidationError>,
+) {
+    for (what, texts) in items {
+        for t in texts {
+            match crate::template::paths(&t) {
+                Ok(paths) => {
+                    if !allow_callback && paths.iter().any(|p| p.starts_with("callback")) {
+                        errors.push(ValidationError::at(
+                            node_id,
+                            "invalid_template",
+                            format!("{what}: `callback` is only known to async_api nodes"),
+                        ));
+                    }
+                }
+                Err(e) => errors.push(ValidationError::at(
+                    node_id,
+                    "invalid_template",
+                    format!("{what}: {e}"),
+                )),
+            }
+        }
+    }
+}
+
+fn strings_of(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().flat_map(strings_of).collect(),
+        Value::Object(m) => m.values().flat_map(strings_of).collect(),
+        _ => vec![],
+    }
+}
+
+const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
+
+fn check_api(node_id: &str, cfg: &ApiConfig, is_async: bool, errors: &mut Vec<ValidationError>) {
+    if !METHODS.contains(&cfg.method.to_ascii_uppercase().as_str()) {
+        errors.push(ValidationError::at(
+            node_id,
+            "invalid_config",
+            format!(
+                "method `{}` is not one of {}",
+                cfg.method,
+                METHODS.join(", ")
+            ),
+        ));
+    }
+    if cfg.url.trim().is_empty() {
+        errors.push(ValidationError::at(
+            node_id,
+            "invalid_config",
+            "url is empty",
+        ));
+    }
+    if cfg.max_response_bytes == 0 || cfg.max_response_bytes > 64 * 1024 * 1024 {
+        errors.push(ValidationError::at(
+            node_id,
+            "invalid_config",
+            "max_response_bytes must be between 1 and 67108864",
+        ));
+    }
+    check_templates(
+        node_id,
+        [
+            ("url", vec![cfg.url.clone()]),
+            (
+                "headers",
+                cfg.headers
+                    .iter()
+                    .flat_map(|(k, v)| [k.clone(), v.clone()])
+                    .collect(),
+            ),
+            (
+                "query",
+                cfg.query
+                    .iter()
+                    .flat_map(|(k, v)| [k.clone(), v.clone()])
+                    .collect(),
+            ),
+            (
+                "body",
+                cfg.body.as_ref().map(strings_of).unwrap_or_default(),
+            ),
+        ],
+        is_async,
+        errors,
+    );
+}
+
+fn check_guardrails(
+    node_id: Option<&str>,
+    g: &crate::guardrails::GuardrailsConfig,
+    errors: &mut Vec<ValidationError>,
+) {
+    for msg in crate::guardrails::check(g) {
+        let message = format!("guardrails: {msg}");
+        errors.push(match node_id {
+            Some(n) => ValidationError::at(n, "invalid_guardrails", message),
+            None => ValidationError::workflow("invalid_guardrails", message),
+        });
+    }
+}
+
+fn check_ai(node_id: &str, cfg: &AiConfig, errors: &mut Vec<ValidationError>) {
+    if cfg.base_url.trim().is_empty() {
+        errors.push(ValidationError::at(
+            node_id,
+            "invalid_config",
+            "base_url is empty",
+        ));
+    }
+    if cfg.model.trim().is_empty() {
+        errors.push(ValidationError::at(
+            node_id,
+            "invalid_config",
+            "model is empty",
+        ));
+    }
+    if let Some(t) = cfg.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            errors.push(ValidationError::at(
+                node_id,
+                "invalid_config",
+                format!("temperature {t} is out of range (0 to 2)"),
+            ));
+        }
+    }
+    if let Some(t) = cfg.model_timeout_ms {
+        check_timeout(errors, Some(node_id), "model", t);
+    }
+    check_templates(
+        node_id,
+        [
+            ("base_url", vec![cfg.base_url.clone()]),
+            ("api_key", cfg.api_key.iter().cloned().collect()),
+            ("system", cfg.system.iter().cloned().collect()),
+            ("user", vec![cfg.user.clone()]),
+        ],
+        false,
+        errors,
+    );
+    if let Some(g) = &cfg.guardrails {
+        check_guardrails(Some(node_id), g, errors);
+    }
+}
+
+/// The environment variables a definition names (`env.NAME` anywhere in its
+/// templates, expressions or scripts): only these travel with a run.
+pub fn env_refs(def: &WorkflowDefinition) -> std::collections::BTreeSet<String> {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| {
+        regex::Regex::new(r"\benv\.([A-Za-z_][A-Za-z0-9_]*)").expect("valid regex")
+    });
+    let mut out = std::collections::BTreeSet::new();
+    for node in &def.nodes {
+        for s in strings_of(&node.config) {
+            for c in re.captures_iter(&s) {
+                out.insert(c[1].to_string());
+            }
+        }
+    }
+    out
+}
+
 /// A node's parsed spec and compiled expressions.
 type Checked = (NodeSpec, Vec<(String, Expr)>);
 
@@ -263,6 +433,21 @@ fn check_node(node: &Node, errors: &mut Vec<ValidationError>) -> Option<Checked>
             let exprs = compile_exprs(&node.id, cfg.fields.clone(), "field", errors);
             Some((NodeSpec::Output(cfg), exprs))
         }
+        "api" | "async_api" => {
+            let cfg: ApiConfig = parse_required(node, errors)?;
+            check_api(&node.id, &cfg, node.kind == "async_api", errors);
+            let spec = if node.kind == "api" {
+                NodeSpec::Api(cfg)
+            } else {
+                NodeSpec::AsyncApi(cfg)
+            };
+            Some((spec, vec![]))
+        }
+        "ai" => {
+            let cfg: AiConfig = parse_required(node, errors)?;
+            check_ai(&node.id, &cfg, errors);
+            Some((NodeSpec::Ai(cfg), vec![]))
+        }
         other => {
             errors.push(ValidationError::at(
                 &node.id,
@@ -287,6 +472,9 @@ pub fn validate(def: &WorkflowDefinition) -> Result<Plan, Vec<ValidationError>> 
         ));
     }
     check_timeout(&mut errors, None, "workflow", def.timeout_ms);
+    if let Some(g) = &def.guardrails {
+        check_guardrails(None, g, &mut errors);
+    }
 
     // Nodes.
     let mut index: HashMap<&str, usize> = HashMap::new();
@@ -541,12 +729,13 @@ pub fn validate(def: &WorkflowDefinition) -> Result<Plan, Vec<ValidationError>> 
         .zip(checked)
         .map(|(node, c)| {
             let (spec, exprs) = c.expect("every node checked when there are no errors");
+            let retry = node.retry.clone().unwrap_or_else(|| spec.default_retry());
             PlanNode {
                 id: node.id.clone(),
                 spec,
                 exprs,
                 timeout_ms: node.timeout_ms,
-                retry: node.retry.clone().unwrap_or_default(),
+                retry,
                 fault: node.fault,
             }
         })
@@ -560,6 +749,7 @@ pub fn validate(def: &WorkflowDefinition) -> Result<Plan, Vec<ValidationError>> 
         in_edges,
         input,
         output,
+        guardrails: def.guardrails.clone(),
         input_schema,
     })
 }

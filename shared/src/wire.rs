@@ -4,7 +4,8 @@
 //! the kind before it looks at the body, so a message from a newer protocol, or
 //! one sent to the wrong subject, is an error — never a panic or a misread.
 
-use crate::model::{NodeLog, RunError, RunStatus, WorkflowDefinition};
+use crate::model::{ModelRun, NodeLog, RunError, RunStatus, Usage, WorkflowDefinition};
+use crate::secret::SecretString;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -133,6 +134,21 @@ pub struct Assign {
     /// W3C `traceparent` of the request that started the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The environment variables the definition names, decrypted for this
+    /// run only. They cross NATS in the message: run NATS with TLS.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, EnvValue>,
+    /// Base URL of the coordinator's callback endpoint, for async API nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_base: Option<String>,
+}
+
+/// One environment variable's value as a run sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnvValue {
+    pub value: SecretString,
+    /// Secure values are scrubbed from any error text the worker reports.
+    pub secure: bool,
 }
 impl Message for Assign {
     const KIND: &'static str = "assign";
@@ -171,9 +187,51 @@ pub struct RunResult {
     pub nodes: Vec<NodeLog>,
     pub started_at_ms: u64,
     pub ended_at_ms: u64,
+    /// Calls to models this attempt made.
+    #[serde(default)]
+    pub model_runs: Vec<ModelRun>,
+    #[serde(default)]
+    pub usage: Usage,
 }
 impl Message for RunResult {
     const KIND: &'static str = "run_result";
+}
+
+/// A run moving between `running` and `waiting` (for a callback or a person).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunProgress {
+    pub run_id: Uuid,
+    pub attempt: u32,
+    pub worker_id: String,
+    pub status: RunStatus,
+    /// The node that waits (when `waiting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+}
+impl Message for RunProgress {
+    const KIND: &'static str = "run_progress";
+}
+
+/// A callback for a waiting node, forwarded by the coordinator to the worker
+/// that holds the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Resume {
+    pub run_id: Uuid,
+    pub node_id: String,
+    pub token: SecretString,
+    pub payload: Value,
+}
+impl Message for Resume {
+    const KIND: &'static str = "resume";
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResumeReply {
+    /// `resumed`, `bad_token`, `not_waiting` or `unknown_run`.
+    pub outcome: String,
+}
+impl Message for ResumeReply {
+    const KIND: &'static str = "resume_reply";
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -208,6 +266,14 @@ mod tests {
             input: json!({"a": [1, 2.5, "x", null, {"b": true}]}),
             deadline_ms: 123,
             traceparent: None,
+            env: BTreeMap::from([(
+                "K".into(),
+                EnvValue {
+                    value: SecretString::new("v"),
+                    secure: true,
+                },
+            )]),
+            callback_base: None,
         }
     }
 
@@ -231,9 +297,12 @@ mod tests {
                 ended_at_ms: 2,
                 attempts: 1,
                 error: Some(RunError::new(ErrorCode::TimedOut, "node")),
+                findings: vec![],
             }],
             started_at_ms: 1,
             ended_at_ms: 2,
+            model_runs: vec![],
+            usage: Usage::default(),
         };
         assert_eq!(decode::<RunResult>(&encode(&r).unwrap()).unwrap(), r);
         let h = Heartbeat {

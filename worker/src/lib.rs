@@ -17,7 +17,7 @@ pub mod timeouts;
 pub use config::WorkerConfig;
 
 use actix::prelude::*;
-use actors::run::{CancelRun, RunActor, RunSink};
+use actors::run::{CancelRun, ResumeNode, RunActor, RunSink};
 use actors::ActorRuntime;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -32,7 +32,8 @@ use weft_shared::subjects::Subjects;
 use weft_shared::time::now_ms;
 use weft_shared::validate::Plan;
 use weft_shared::wire::{
-    self, Assign, AssignReply, Cancel, Deregister, Heartbeat, ResultAck, RunResult,
+    self, Assign, AssignReply, Cancel, Deregister, Heartbeat, ResultAck, Resume, ResumeReply,
+    RunProgress, RunResult,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,7 @@ pub async fn run_with(
     started: impl FnOnce(WorkerInfo),
 ) -> Result<(), WorkerError> {
     metrics::describe();
+    weft_shared::telemetry::install_crypto_provider();
     let prom = weft_shared::telemetry::prometheus();
     let worker_id = config.resolved_worker_id();
     let subjects = Subjects::new(&config.subject_prefix);
@@ -113,6 +115,11 @@ pub async fn run_with(
             },
         )),
         fault_injection: config.fault_injection,
+        http: reqwest::Client::builder()
+            .user_agent(concat!("weft-worker/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(256)
+            .build()
+            .map_err(|e| WorkerError::Nats(format!("http client: {e}")))?,
     });
     ::metrics::gauge!(metrics::WORKER_CAPACITY).set(config.capacity as f64);
 
@@ -129,10 +136,24 @@ pub async fn run_with(
             }
         });
     }
+    // Progress (waiting / running again) is published as it happens.
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<RunProgress>();
+    {
+        let nats = nats.clone();
+        let subject = subjects.progress();
+        tokio::spawn(async move {
+            while let Some(p) = progress_rx.recv().await {
+                if let Ok(bytes) = wire::encode(&p) {
+                    let _ = nats.publish(subject.clone(), bytes).await;
+                }
+            }
+        });
+    }
     let sink = {
         let shared = shared.clone();
         Arc::new(RunSink {
             results: results_tx,
+            progress: progress_tx,
             on_end: Box::new(move |run_id| {
                 if let Ok(mut m) = shared.runs.lock() {
                     m.remove(&run_id);
@@ -199,6 +220,48 @@ pub async fn run_with(
                     }
                     Err(_) => ::metrics::counter!(metrics::WIRE_ERRORS, "subject" => "cancel")
                         .increment(1),
+                }
+            }
+        });
+    }
+
+    // Callbacks for waiting nodes, forwarded by the coordinator.
+    let mut resumes = nats
+        .subscribe(subjects.resume(&worker_id))
+        .await
+        .map_err(|e| WorkerError::Nats(e.to_string()))?;
+    {
+        let shared = shared.clone();
+        let nats = nats.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = resumes.next().await {
+                let outcome = match wire::decode::<Resume>(&msg.payload) {
+                    Ok(r) => {
+                        let addr = shared
+                            .runs
+                            .lock()
+                            .ok()
+                            .and_then(|m| m.get(&r.run_id).cloned());
+                        match addr {
+                            Some(addr) => addr
+                                .send(ResumeNode {
+                                    node_id: r.node_id,
+                                    token: r.token,
+                                    payload: r.payload,
+                                })
+                                .await
+                                .unwrap_or_else(|_| "unknown_run".into()),
+                            None => "unknown_run".into(),
+                        }
+                    }
+                    Err(_) => {
+                        ::metrics::counter!(metrics::WIRE_ERRORS, "subject" => "resume")
+                            .increment(1);
+                        "bad_message".to_string()
+                    }
+                };
+                if let (Some(to), Ok(bytes)) = (msg.reply, wire::encode(&ResumeReply { outcome })) {
+                    let _ = nats.publish(to, bytes).await;
                 }
             }
         });
@@ -377,6 +440,8 @@ fn accept(
                 nodes: vec![],
                 started_at_ms: now_ms(),
                 ended_at_ms: now_ms(),
+                model_runs: vec![],
+                usage: Default::default(),
             });
             (sink.on_end)(a.run_id);
             return AssignReply {
@@ -397,6 +462,8 @@ fn accept(
             plan,
             a.input,
             a.deadline_ms,
+            a.env,
+            a.callback_base,
             env,
             sink,
         )

@@ -11,6 +11,9 @@ pub const WORKER_INFLIGHT: &str = "weft_worker_inflight_runs";
 pub const RUNS_EXECUTED: &str = "weft_worker_runs_total";
 pub const WIRE_ERRORS: &str = "weft_wire_decode_errors_total";
 pub const RESULT_RETRIES: &str = "weft_result_delivery_retries_total";
+pub const MODEL_DURATION: &str = "weft_model_request_duration_seconds";
+pub const MODEL_TOKENS: &str = "weft_model_tokens_total";
+pub const GUARDRAIL_FINDINGS: &str = "weft_guardrail_findings_total";
 
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};

@@ -13,15 +13,20 @@
 //! | `POST /v1/workflows/{id}/runs?mode=sync\|async` | run the newest version |
 //! | `GET /v1/runs`, `GET /v1/runs/{id}` | runs (filters: `workflow_id`, `status`) |
 //! | `POST /v1/runs/{id}/cancel` | cancel a run |
+//! | `POST/GET /v1/workflows/{id}/env`, `GET/PUT/DELETE …/env/{name}` | environment variables |
+//! | `POST /v1/callbacks/{run_id}/{node_id}?token=` | resume an async API node |
 //! | `GET /v1/workers` | workers the coordinator knows |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, readiness, Prometheus |
 
+mod callbacks;
+mod env;
 pub mod error;
 mod runs;
 mod system;
 mod workflows;
 
 use crate::dispatch::DispatchHandle;
+use crate::model::EnvVarRow;
 use crate::store::Store;
 use crate::CoordinatorConfig;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -30,19 +35,23 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use error::ApiError;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use weft_shared::error::ErrorCode;
 use weft_shared::model::WorkflowDefinition;
+use weft_shared::secret::SecretString;
 use weft_shared::validate::Plan;
+use weft_shared::wire::EnvValue;
 
 /// A deployed version, validated once and kept for the run hot path.
 pub struct Deployed {
     pub version: u32,
     pub definition: Arc<WorkflowDefinition>,
     pub plan: Arc<Plan>,
+    /// The environment variables it names: only these travel with its runs.
+    pub env_refs: Vec<String>,
 }
 
 pub struct AppState {
@@ -54,6 +63,10 @@ pub struct AppState {
     pub shutting_down: AtomicBool,
     /// Newest deployed version per workflow id.
     deployed: RwLock<HashMap<String, Arc<Deployed>>>,
+    /// Seals and opens secure variables.
+    pub crypto: crate::secrets::Crypto,
+    /// Variables per workflow id (as stored: secure ones still sealed).
+    env: RwLock<HashMap<String, Arc<Vec<EnvVarRow>>>>,
 }
 
 impl AppState {
@@ -62,6 +75,7 @@ impl AppState {
         store: Store,
         dispatch: DispatchHandle,
         nats: async_nats::Client,
+        crypto: crate::secrets::Crypto,
     ) -> Self {
         AppState {
             config,
@@ -70,6 +84,41 @@ impl AppState {
             nats,
             shutting_down: AtomicBool::new(false),
             deployed: RwLock::new(HashMap::new()),
+            crypto,
+            env: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The values a run of this workflow needs, secure ones decrypted for it.
+    pub async fn run_env(
+        &self,
+        workflow_id: &str,
+        refs: &[String],
+    ) -> Result<BTreeMap<String, EnvValue>, ApiError> {
+        if refs.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let cached = self
+            .env
+            .read()
+            .ok()
+            .and_then(|m| m.get(workflow_id).cloned());
+        let vars = match cached {
+            Some(v) => v,
+            None => {
+                let v = Arc::new(self.store.list_env(workflow_id).await?);
+                if let Ok(mut m) = self.env.write() {
+                    m.insert(workflow_id.to_string(), v.clone());
+                }
+                v
+            }
+        };
+        resolve_env(&self.crypto, &vars, refs).map_err(ApiError::internal)
+    }
+
+    pub fn forget_env(&self, workflow_id: &str) {
+        if let Ok(mut m) = self.env.write() {
+            m.remove(workflow_id);
         }
     }
 
@@ -114,10 +163,12 @@ impl AppState {
     ) -> Result<Arc<Deployed>, ApiError> {
         let plan = weft_shared::validate::validate(&def)
             .map_err(|_| ApiError::internal("a deployed version no longer validates"))?;
+        let env_refs = weft_shared::validate::env_refs(&def).into_iter().collect();
         let d = Arc::new(Deployed {
             version,
             definition: Arc::new(def),
             plan: Arc::new(plan),
+            env_refs,
         });
         if let Ok(mut m) = self.deployed.write() {
             m.insert(workflow_id.to_string(), d.clone());
@@ -130,6 +181,30 @@ impl AppState {
             m.remove(workflow_id);
         }
     }
+}
+
+/// Picks the named variables out of `vars`, opening secure ones.
+pub fn resolve_env(
+    crypto: &crate::secrets::Crypto,
+    vars: &[EnvVarRow],
+    refs: &[String],
+) -> Result<BTreeMap<String, EnvValue>, crate::secrets::CryptoError> {
+    let mut out = BTreeMap::new();
+    for v in vars.iter().filter(|v| refs.contains(&v.name)) {
+        let value = if v.secure {
+            crypto.decrypt(&v.value)?
+        } else {
+            v.value.clone()
+        };
+        out.insert(
+            v.name.clone(),
+            EnvValue {
+                value: SecretString::new(value),
+                secure: v.secure,
+            },
+        );
+    }
+    Ok(out)
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -149,6 +224,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/workflows/{id}/deploy", post(workflows::deploy))
         .route("/v1/workflows/{id}/versions", get(workflows::versions))
         .route("/v1/workflows/{id}/runs", post(runs::start))
+        .route("/v1/workflows/{id}/env", post(env::create).get(env::list))
+        .route(
+            "/v1/workflows/{id}/env/{name}",
+            get(env::get).put(env::update).delete(env::delete),
+        )
+        .route(
+            "/v1/callbacks/{run_id}/{node_id}",
+            post(callbacks::callback),
+        )
         .route("/v1/runs", get(runs::list))
         .route("/v1/runs/{id}", get(runs::get))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))

@@ -119,6 +119,7 @@ pub async fn start(
         deadline_ms,
     );
     let run_id = record.id;
+    let env = std::sync::Arc::new(st.run_env(&id, &deployed.env_refs).await?);
     let traceparent = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
@@ -133,6 +134,7 @@ pub async fn start(
             definition: deployed.definition.clone(),
             waiter: None,
             traceparent,
+            env,
         })));
         let body = json!({"run_id": run_id, "status": RunStatus::Queued, "status_url": status_url});
         return Ok((StatusCode::ACCEPTED, [("location", status_url)], Json(body)).into_response());
@@ -145,6 +147,7 @@ pub async fn start(
         definition: deployed.definition.clone(),
         waiter: Some(tx),
         traceparent,
+        env,
     })));
     // The run ends by its deadline (the coordinator enforces it after a
     // grace period), so waiting past deadline + grace only guards against a

@@ -9,7 +9,7 @@
 
 mod writer;
 
-use crate::model::{RunRecord, Workflow, WorkflowVersion};
+use crate::model::{EnvVarRow, RunRecord, Workflow, WorkflowVersion};
 use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -19,7 +19,7 @@ use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
-use weft_shared::model::{RunStatus, WorkflowDefinition};
+use weft_shared::model::{ModelRun, RunStatus, WorkflowDefinition};
 use weft_shared::time::now_ms;
 
 pub use writer::WriteError;
@@ -250,12 +250,100 @@ impl Store {
         }
     }
 
+    /// A run with its model runs.
     pub async fn get_run(&self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| run_from_row(&r)).transpose()
+        let Some(mut run) = row.map(|r| run_from_row(&r)).transpose()? else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(
+            "SELECT * FROM model_runs WHERE run_id = ? ORDER BY started_at_ms, request_id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        run.model_runs = rows
+            .iter()
+            .map(model_run_from_row)
+            .collect::<Result<_, _>>()?;
+        Ok(Some(run))
+    }
+
+    // ---- environment variables ------------------------------------------
+
+    /// Adds a variable; `false` if one of that name exists.
+    pub async fn create_env(&self, v: &EnvVarRow) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO env_vars (workflow_id, name, value, secure, notes, created_at_ms, updated_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&v.workflow_id)
+        .bind(&v.name)
+        .bind(&v.value)
+        .bind(v.secure)
+        .bind(&v.notes)
+        .bind(v.created_at_ms as i64)
+        .bind(v.updated_at_ms as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn list_env(&self, workflow_id: &str) -> Result<Vec<EnvVarRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM env_vars WHERE workflow_id = ? ORDER BY name")
+            .bind(workflow_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(env_from_row).collect()
+    }
+
+    pub async fn get_env(
+        &self,
+        workflow_id: &str,
+        name: &str,
+    ) -> Result<Option<EnvVarRow>, StoreError> {
+        let row = sqlx::query("SELECT * FROM env_vars WHERE workflow_id = ? AND name = ?")
+            .bind(workflow_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| env_from_row(&r)).transpose()
+    }
+
+    /// Replaces a variable's value, secure flag and notes.
+    pub async fn update_env(&self, v: &EnvVarRow) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE env_vars SET value = ?, secure = ?, notes = ?, updated_at_ms = ? WHERE workflow_id = ? AND name = ?",
+        )
+        .bind(&v.value)
+        .bind(v.secure)
+        .bind(&v.notes)
+        .bind(v.updated_at_ms as i64)
+        .bind(&v.workflow_id)
+        .bind(&v.name)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn delete_env(&self, workflow_id: &str, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM env_vars WHERE workflow_id = ? AND name = ?")
+            .bind(workflow_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Every secure variable, for key rotation at start.
+    pub async fn secure_env(&self) -> Result<Vec<EnvVarRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM env_vars WHERE secure = 1")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(env_from_row).collect()
     }
 
     /// Runs newest first.
@@ -334,6 +422,33 @@ fn version_from_row(r: &SqliteRow) -> Result<WorkflowVersion, StoreError> {
     })
 }
 
+fn env_from_row(r: &SqliteRow) -> Result<EnvVarRow, StoreError> {
+    Ok(EnvVarRow {
+        workflow_id: r.try_get("workflow_id")?,
+        name: r.try_get("name")?,
+        value: r.try_get("value")?,
+        secure: r.try_get::<bool, _>("secure")?,
+        notes: r.try_get("notes")?,
+        created_at_ms: r.try_get::<i64, _>("created_at_ms")? as u64,
+        updated_at_ms: r.try_get::<i64, _>("updated_at_ms")? as u64,
+    })
+}
+
+fn model_run_from_row(r: &SqliteRow) -> Result<ModelRun, StoreError> {
+    Ok(ModelRun {
+        request_id: r.try_get("request_id")?,
+        node_id: r.try_get("node_id")?,
+        model: r.try_get("model")?,
+        connection: r.try_get("connection")?,
+        status: r.try_get("status")?,
+        started_at_ms: r.try_get::<i64, _>("started_at_ms")? as u64,
+        ended_at_ms: r.try_get::<i64, _>("ended_at_ms")? as u64,
+        prompt_tokens: r.try_get::<i64, _>("prompt_tokens")? as u64,
+        completion_tokens: r.try_get::<i64, _>("completion_tokens")? as u64,
+        error: r.try_get("error")?,
+    })
+}
+
 fn run_from_row(r: &SqliteRow) -> Result<RunRecord, StoreError> {
     let id: String = r.try_get("id")?;
     let status: String = r.try_get("status")?;
@@ -358,6 +473,8 @@ fn run_from_row(r: &SqliteRow) -> Result<RunRecord, StoreError> {
         deadline_ms: r.try_get::<i64, _>("deadline_ms")? as u64,
         attempts: from_json(&r.try_get::<String, _>("attempts")?)?,
         nodes: from_json(&r.try_get::<String, _>("nodes")?)?,
+        usage: from_json(&r.try_get::<String, _>("usage")?)?,
+        model_runs: Vec::new(),
     })
 }
 

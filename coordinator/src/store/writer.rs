@@ -57,12 +57,12 @@ async fn commit(pool: &SqlitePool, batch: &[Op]) -> Result<(), WriteError> {
         let Op::Upsert(r, _) = op else { continue };
         sqlx::query(
             "INSERT INTO runs (id, workflow_id, version, status, trigger, input, output, error,
-                               created_at_ms, started_at_ms, ended_at_ms, deadline_ms, attempts, nodes)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                               created_at_ms, started_at_ms, ended_at_ms, deadline_ms, attempts, nodes, usage)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (id) DO UPDATE SET
                status = excluded.status, output = excluded.output, error = excluded.error,
                started_at_ms = excluded.started_at_ms, ended_at_ms = excluded.ended_at_ms,
-               attempts = excluded.attempts, nodes = excluded.nodes",
+               attempts = excluded.attempts, nodes = excluded.nodes, usage = excluded.usage",
         )
         .bind(r.id.to_string())
         .bind(&r.workflow_id)
@@ -78,9 +78,32 @@ async fn commit(pool: &SqlitePool, batch: &[Op]) -> Result<(), WriteError> {
         .bind(r.deadline_ms as i64)
         .bind(serde_json::to_string(&r.attempts).unwrap_or_else(|_| "[]".into()))
         .bind(serde_json::to_string(&r.nodes).unwrap_or_else(|_| "[]".into()))
+        .bind(serde_json::to_string(&r.usage).unwrap_or_else(|_| "{}".into()))
         .execute(&mut *tx)
         .await
         .map_err(fail)?;
+        for m in &r.model_runs {
+            sqlx::query(
+                "INSERT OR IGNORE INTO model_runs (request_id, run_id, workflow_id, node_id, model, connection, status,
+                    started_at_ms, ended_at_ms, prompt_tokens, completion_tokens, error)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&m.request_id)
+            .bind(r.id.to_string())
+            .bind(&r.workflow_id)
+            .bind(&m.node_id)
+            .bind(&m.model)
+            .bind(&m.connection)
+            .bind(&m.status)
+            .bind(m.started_at_ms as i64)
+            .bind(m.ended_at_ms as i64)
+            .bind(m.prompt_tokens as i64)
+            .bind(m.completion_tokens as i64)
+            .bind(&m.error)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        }
     }
     tx.commit().await.map_err(fail)
 }

@@ -7,7 +7,7 @@
 
 use super::supervisor::NodePolicy;
 use crate::metrics as m;
-use crate::nodes::{self, Attempt, NodeError, NodeOutput};
+use crate::nodes::{self, Attempt, NodeError, NodeOutput, Records};
 use actix::prelude::*;
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
@@ -23,6 +23,8 @@ use weft_shared::time::now_ms;
 pub struct NodeFinished {
     pub idx: usize,
     pub result: Result<NodeOutput, NodeError>,
+    /// Model runs, guardrail findings and token usage, success or not.
+    pub records: Records,
     pub attempts: u32,
     pub started_at_ms: u64,
     pub ended_at_ms: u64,
@@ -38,14 +40,21 @@ struct Reply {
     to: Option<Recipient<NodeFinished>>,
     idx: usize,
     started_at_ms: u64,
+    records: std::sync::Arc<std::sync::Mutex<Records>>,
 }
 
 impl Reply {
     fn send(&mut self, result: Result<NodeOutput, NodeError>, attempts: u32) {
         if let Some(to) = self.to.take() {
+            let records = self
+                .records
+                .lock()
+                .map(|mut r| std::mem::take(&mut *r))
+                .unwrap_or_default();
             to.do_send(NodeFinished {
                 idx: self.idx,
                 result,
+                records,
                 attempts,
                 started_at_ms: self.started_at_ms,
                 ended_at_ms: now_ms(),
@@ -78,6 +87,7 @@ impl NodeActor {
         let node = &attempt.plan.nodes[attempt.idx];
         let policy = NodePolicy::from_retry(&node.retry);
         let idx = attempt.idx;
+        let records = attempt.records.clone();
         NodeActor {
             attempt: Some(attempt),
             policy,
@@ -86,6 +96,7 @@ impl NodeActor {
                 to: Some(to),
                 idx,
                 started_at_ms: now_ms(),
+                records,
             },
         }
     }
@@ -118,7 +129,12 @@ async fn supervise(a: &Attempt, policy: &NodePolicy) -> (Result<NodeOutput, Node
             }
         };
         match result {
-            Err(e) if e.retryable => match delays.next() {
+            Err(e) if e.retryable => match delays
+                .next()
+                .map(|d| d.max(e.retry_after.unwrap_or_default()))
+            {
+                // Retry only if the wait (the backoff, or the other side's
+                // Retry-After when longer) ends before the deadline.
                 Some(d) if tokio::time::Instant::now() + d < deadline => {
                     metrics::counter!(m::NODE_RETRIES, "node_kind" => node.spec.kind())
                         .increment(1);

@@ -10,7 +10,7 @@
 
 use super::node::{NodeActor, NodeFinished, Stop};
 use crate::metrics as m;
-use crate::nodes::{Attempt, NodeEnv};
+use crate::nodes::{Attempt, NodeEnv, RunInfo, Waiting};
 use crate::timeouts::{self, Deadline};
 use actix::prelude::*;
 use serde_json::{json, Map, Value};
@@ -19,19 +19,41 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 use weft_shared::error::ErrorCode;
-use weft_shared::model::{NodeLog, NodeStatus, RunError, RunStatus};
+use weft_shared::model::{ModelRun, NodeLog, NodeStatus, RunError, RunStatus, Usage};
 use weft_shared::time::{now_ms, TimeoutLevel};
 use weft_shared::validate::Plan;
-use weft_shared::wire::RunResult;
+use weft_shared::wire::{EnvValue, RunProgress, RunResult};
 
 /// Stop the run (cancelled by the coordinator).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CancelRun;
 
+/// A node now waits for a callback.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NodeWaits(pub Waiting);
+
+/// A registered node's call went out: the run is now `waiting`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NowWaiting(pub usize);
+
+/// A callback for a waiting node; answers `resumed`, `bad_token` or
+/// `not_waiting`.
+#[derive(Message)]
+#[rtype(result = "String")]
+pub struct ResumeNode {
+    pub node_id: String,
+    pub token: weft_shared::secret::SecretString,
+    pub payload: Value,
+}
+
 /// Where a finished run goes, and who is told it is gone.
 pub struct RunSink {
     pub results: mpsc::UnboundedSender<RunResult>,
+    /// Status changes while running (`waiting`, back to `running`).
+    pub progress: mpsc::UnboundedSender<RunProgress>,
     /// Called once when the run ends, whatever the way.
     pub on_end: Box<dyn Fn(Uuid) + Send + Sync>,
 }
@@ -50,6 +72,15 @@ pub struct RunActor {
     worker_id: String,
     plan: Arc<Plan>,
     input: Value,
+    /// Variable values as the context shows them (`env.NAME`).
+    env_values: Value,
+    info: Option<Arc<RunInfo>>,
+    callback_base: Option<String>,
+    secrets: Vec<weft_shared::secret::SecretString>,
+    /// Nodes waiting for a callback.
+    waiting: Vec<Waiting>,
+    model_runs: Vec<ModelRun>,
+    usage: Usage,
     steps: Map<String, Value>,
     states: Vec<NodeState>,
     /// Incoming edges not yet resolved, per node.
@@ -75,12 +106,32 @@ impl RunActor {
         plan: Arc<Plan>,
         input: Value,
         deadline_ms: u64,
+        variables: std::collections::BTreeMap<String, EnvValue>,
+        callback_base: Option<String>,
         env: Arc<NodeEnv>,
         sink: Arc<RunSink>,
     ) -> Self {
         let n = plan.nodes.len();
         let unresolved = (0..n).map(|i| plan.in_edges[i].len()).collect();
+        let env_values = Value::Object(
+            variables
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.value.expose().to_string())))
+                .collect(),
+        );
+        let secrets = variables
+            .into_values()
+            .filter(|v| v.secure)
+            .map(|v| v.value)
+            .collect();
         RunActor {
+            env_values,
+            info: None,
+            callback_base,
+            secrets,
+            waiting: Vec::new(),
+            model_runs: Vec::new(),
+            usage: Usage::default(),
             run_id,
             attempt,
             workflow_id,
@@ -101,11 +152,34 @@ impl RunActor {
     }
 
     fn context(&self) -> Arc<Value> {
-        Arc::new(json!({"input": self.input, "steps": self.steps, "env": {}}))
+        Arc::new(json!({"input": self.input, "steps": self.steps, "env": self.env_values}))
+    }
+
+    fn info(&mut self, ctx: &mut Context<Self>) -> Arc<RunInfo> {
+        if self.info.is_none() {
+            self.info = Some(Arc::new(RunInfo {
+                run_id: self.run_id,
+                secrets: self.secrets.clone(),
+                callback_base: self.callback_base.clone(),
+                actor: ctx.address(),
+            }));
+        }
+        self.info.clone().expect("set above")
+    }
+
+    fn progress(&self, status: RunStatus, node_id: Option<String>) {
+        let _ = self.sink.progress.send(RunProgress {
+            run_id: self.run_id,
+            attempt: self.attempt,
+            worker_id: self.worker_id.clone(),
+            status,
+            node_id,
+        });
     }
 
     fn start_node(&mut self, idx: usize, ctx: &mut Context<Self>) {
         let cancel = Arc::new(AtomicBool::new(false));
+        let run = self.info(ctx);
         let node = &self.plan.nodes[idx];
         let attempt = Attempt {
             plan: self.plan.clone(),
@@ -114,6 +188,8 @@ impl RunActor {
             deadline: timeouts::node_deadline(&self.deadline, node.timeout_ms),
             cancel: cancel.clone(),
             env: self.env.clone(),
+            run,
+            records: Default::default(),
         };
         let addr =
             NodeActor::new(attempt, self.workflow_id.clone(), ctx.address().recipient()).start();
@@ -178,6 +254,7 @@ impl RunActor {
             ended_at_ms: ended,
             attempts,
             error,
+            findings: Vec::new(),
         });
     }
 
@@ -228,6 +305,8 @@ impl RunActor {
             nodes: std::mem::take(&mut self.logs),
             started_at_ms: self.started_at_ms,
             ended_at_ms: now_ms(),
+            model_runs: std::mem::take(&mut self.model_runs),
+            usage: self.usage,
         });
         (self.sink.on_end)(self.run_id);
     }
@@ -267,16 +346,34 @@ impl Handler<NodeFinished> for RunActor {
         }
         self.states[msg.idx] = NodeState::Done;
         let node_id = self.plan.nodes[msg.idx].id.clone();
+        self.waiting.retain(|w| w.idx != msg.idx);
+        let records = msg.records;
+        self.model_runs.extend(records.model_runs);
+        self.usage.add(&records.usage);
+        let (status, error) = match &msg.result {
+            Ok(_) => (NodeStatus::Succeeded, None),
+            Err(e) => (
+                match e.code {
+                    ErrorCode::TimedOut => NodeStatus::TimedOut,
+                    ErrorCode::Cancelled => NodeStatus::Cancelled,
+                    _ => NodeStatus::Failed,
+                },
+                Some(e.to_run_error(&node_id)),
+            ),
+        };
+        self.log(
+            msg.idx,
+            status,
+            msg.started_at_ms,
+            msg.ended_at_ms,
+            msg.attempts,
+            error.clone(),
+        );
+        if let Some(l) = self.logs.last_mut() {
+            l.findings = records.findings;
+        }
         match msg.result {
             Ok(out) => {
-                self.log(
-                    msg.idx,
-                    NodeStatus::Succeeded,
-                    msg.started_at_ms,
-                    msg.ended_at_ms,
-                    msg.attempts,
-                    None,
-                );
                 self.steps
                     .insert(node_id, json!({"output": out.value.clone()}));
                 if msg.idx == self.plan.output {
@@ -285,24 +382,65 @@ impl Handler<NodeFinished> for RunActor {
                 }
                 self.resolve(msg.idx, out.branch.as_deref(), true, ctx);
             }
-            Err(e) => {
-                let err = e.to_run_error(&node_id);
-                let (node_status, run_status) = match e.code {
-                    ErrorCode::TimedOut => (NodeStatus::TimedOut, RunStatus::TimedOut),
-                    ErrorCode::Cancelled => (NodeStatus::Cancelled, RunStatus::Cancelled),
-                    _ => (NodeStatus::Failed, RunStatus::Failed),
+            Err(_) => {
+                let run_status = match status {
+                    NodeStatus::TimedOut => RunStatus::TimedOut,
+                    NodeStatus::Cancelled => RunStatus::Cancelled,
+                    _ => RunStatus::Failed,
                 };
-                self.log(
-                    msg.idx,
-                    node_status,
-                    msg.started_at_ms,
-                    msg.ended_at_ms,
-                    msg.attempts,
-                    Some(err.clone()),
-                );
-                self.finish(run_status, None, Some(err), ctx);
+                self.finish(run_status, None, error, ctx);
             }
         }
+    }
+}
+
+impl Handler<NodeWaits> for RunActor {
+    type Result = ();
+    fn handle(&mut self, msg: NodeWaits, _: &mut Context<Self>) {
+        if self.reported {
+            return;
+        }
+        let idx = msg.0.idx;
+        self.waiting.retain(|w| w.idx != idx);
+        self.waiting.push(msg.0);
+    }
+}
+
+impl Handler<NowWaiting> for RunActor {
+    type Result = ();
+    fn handle(&mut self, msg: NowWaiting, _: &mut Context<Self>) {
+        // Only if the callback has not already come.
+        if !self.reported && self.waiting.iter().any(|w| w.idx == msg.0) {
+            self.progress(RunStatus::Waiting, Some(self.plan.nodes[msg.0].id.clone()));
+        }
+    }
+}
+
+impl Handler<ResumeNode> for RunActor {
+    type Result = String;
+    fn handle(&mut self, msg: ResumeNode, _: &mut Context<Self>) -> String {
+        let Some(pos) = self
+            .waiting
+            .iter()
+            .position(|w| self.plan.nodes[w.idx].id == msg.node_id)
+        else {
+            return "not_waiting".into();
+        };
+        // Constant-time compare: the token is a credential.
+        let want = self.waiting[pos].token.expose().as_bytes();
+        let got = msg.token.expose().as_bytes();
+        let same = want.len() == got.len()
+            && want.iter().zip(got).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        if !same {
+            return "bad_token".into();
+        }
+        // One-time: the waiter is consumed.
+        let w = self.waiting.swap_remove(pos);
+        let _ = w.payload.send(msg.payload);
+        if self.waiting.is_empty() {
+            self.progress(RunStatus::Running, None);
+        }
+        "resumed".into()
     }
 }
 

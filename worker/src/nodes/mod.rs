@@ -1,5 +1,7 @@
 //! Node kinds, one file each. [`execute`] runs one attempt of a node.
 
+mod ai;
+mod api;
 mod condition;
 mod input;
 mod output;
@@ -8,10 +10,14 @@ mod script;
 use crate::timeouts::{Deadline, TimeoutLevel};
 use serde_json::Value;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use tokio::sync::Semaphore;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{oneshot, Semaphore};
+use uuid::Uuid;
 use weft_shared::error::ErrorCode;
-use weft_shared::model::{NodeSpec, RunError};
+use weft_shared::guardrails::Finding;
+use weft_shared::model::{ModelRun, NodeSpec, RunError, Usage};
+use weft_shared::secret::SecretString;
 use weft_shared::validate::Plan;
 
 /// What a node produced.
@@ -40,6 +46,8 @@ pub struct NodeError {
     pub retryable: bool,
     /// For `timed_out`: the level that fired.
     pub level: Option<TimeoutLevel>,
+    /// The other side asked us to wait this long before trying again.
+    pub retry_after: Option<Duration>,
 }
 
 impl NodeError {
@@ -49,6 +57,7 @@ impl NodeError {
             message: message.into(),
             retryable: false,
             level: None,
+            retry_after: None,
         }
     }
 
@@ -63,6 +72,7 @@ impl NodeError {
             message: format!("{} timeout fired", level.as_str()),
             retryable: false,
             level: Some(level),
+            retry_after: None,
         }
     }
 
@@ -82,18 +92,65 @@ pub struct NodeEnv {
     /// Bounds scripts running at once on blocking threads.
     pub script_permits: Arc<Semaphore>,
     pub fault_injection: bool,
+    /// One HTTP client (connection pools) for API and AI nodes.
+    pub http: reqwest::Client,
+}
+
+/// What a node leaves in the run's record besides its output, success or not.
+#[derive(Debug, Default, Clone)]
+pub struct Records {
+    pub model_runs: Vec<ModelRun>,
+    pub findings: Vec<Finding>,
+    pub usage: Usage,
+}
+
+/// A node that waits for a callback: its token and where the payload goes.
+pub struct Waiting {
+    pub idx: usize,
+    pub token: SecretString,
+    pub payload: oneshot::Sender<Value>,
+}
+
+/// The run-level facts a node may need.
+pub struct RunInfo {
+    pub run_id: Uuid,
+    /// Secure values, scrubbed from any error text.
+    pub secrets: Vec<SecretString>,
+    /// Base URL for callbacks to the coordinator.
+    pub callback_base: Option<String>,
+    /// The run's actor: a node that waits for a callback registers with it.
+    pub actor: actix::Addr<crate::actors::run::RunActor>,
 }
 
 /// One attempt's inputs.
 pub struct Attempt {
     pub plan: Arc<Plan>,
     pub idx: usize,
-    /// `{"input": …, "steps": {id: {"output": …}}}`.
+    /// `{"input": …, "steps": {id: {"output": …}}, "env": {…}}`.
     pub context: Arc<Value>,
     pub deadline: Deadline,
     /// Set when the node must stop early (run ended or cancelled).
     pub cancel: Arc<AtomicBool>,
     pub env: Arc<NodeEnv>,
+    pub run: Arc<RunInfo>,
+    pub records: Arc<Mutex<Records>>,
+}
+
+impl Attempt {
+    pub fn node_id(&self) -> &str {
+        &self.plan.nodes[self.idx].id
+    }
+
+    /// Error text with secure values scrubbed.
+    pub fn scrub(&self, text: &str) -> String {
+        weft_shared::secret::scrub(text, &self.run.secrets)
+    }
+
+    pub fn record(&self, f: impl FnOnce(&mut Records)) {
+        if let Ok(mut r) = self.records.lock() {
+            f(&mut r);
+        }
+    }
 }
 
 /// Runs one attempt of the node. Deadlines are enforced by the caller (the
@@ -105,5 +162,8 @@ pub async fn execute(a: &Attempt) -> Result<NodeOutput, NodeError> {
         NodeSpec::Condition(c) => condition::execute(a, c),
         NodeSpec::Script(s) => script::execute(a, s).await,
         NodeSpec::Output(_) => output::execute(a),
+        NodeSpec::Api(c) => api::execute(a, c, false).await,
+        NodeSpec::AsyncApi(c) => api::execute(a, c, true).await,
+        NodeSpec::Ai(c) => ai::execute(a, c).await,
     }
 }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod testapi;
+
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +17,8 @@ use weft_shared::testutil::NatsServer;
 use weft_worker::WorkerConfig;
 
 pub const HEARTBEAT_MS: u64 = 100;
+/// The coordinator's encryption key in tests (32 bytes of 0x2a, base64).
+pub const TEST_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
 pub const DEAD_AFTER_MS: u64 = 600;
 
 pub struct InProcessWorker {
@@ -64,6 +68,7 @@ impl Cluster {
             worker_dead_after_ms: DEAD_AFTER_MS,
             deadline_grace_ms: 500,
             shutdown_grace_ms: 5_000,
+            encryption_key: TEST_KEY.into(),
             ..Default::default()
         };
         tweak(&mut cfg);
@@ -193,6 +198,26 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// The SQLite file and its write-ahead log.
+    pub fn db_files(&self) -> Vec<std::path::PathBuf> {
+        ["weft.db", "weft.db-wal", "weft.db-shm"]
+            .iter()
+            .map(|f| self.dir.path().join(f))
+            .collect()
+    }
+
+    /// Sets an environment variable on a workflow.
+    pub async fn set_env(&self, wf: &str, name: &str, value: &str, secure: bool) -> Value {
+        let (s, v) = self
+            .post(
+                &format!("/v1/workflows/{wf}/env"),
+                &json!({"name": name, "value": value, "secure": secure}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        v
     }
 
     pub fn url(&self, path: &str) -> String {

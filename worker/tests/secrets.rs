@@ -1,0 +1,157 @@
+//! Secure environment variables: the plaintext reaches the node that uses
+//! it, and appears in no API response, no log line (at trace level), and not
+//! in the SQLite file.
+
+mod common;
+
+use common::testapi::TestApi;
+use common::*;
+use serde_json::json;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_variable_is_used_but_never_shown_logged_or_stored_in_clear() {
+    let logs = Capture::default();
+    // Everything at trace, through the filter the binaries use.
+    std::env::set_var("RUST_LOG", "trace");
+    tracing_subscriber::fmt()
+        .with_env_filter(weft_shared::telemetry::log_filter("trace"))
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .try_init()
+        .expect("this test's process has no other subscriber");
+    let secret = format!("sk-weft-{}", uuid::Uuid::now_v7().simple());
+    let c = Cluster::start(1).await;
+    let srv = TestApi::start().await;
+    srv.expect_token(&secret);
+    let def = json!({
+        "name": "uses-a-secret", "timeout_ms": 10000,
+        "nodes": [
+            {"id": "in", "kind": "input"},
+            {"id": "call", "kind": "api", "config": {"url": format!("{}/auth", srv.url),
+                "headers": {"authorization": "Bearer {{env.API_TOKEN}}"}}},
+            {"id": "out", "kind": "output", "config": {"fields": {"authorized": "steps.call.output.body.authorized"}}}
+        ],
+        "edges": [{"from": "in", "to": "call"}, {"from": "call", "to": "out"}]
+    });
+    let wf = c.deploy(&def).await;
+    let mut responses = Vec::new();
+    let created = c.set_env(&wf, "API_TOKEN", &secret, true).await;
+    assert_eq!(created["secure"], true);
+    assert!(created["value"].is_null());
+    responses.push(created.to_string());
+    responses.push(
+        c.get(&format!("/v1/workflows/{wf}/env"))
+            .await
+            .1
+            .to_string(),
+    );
+    responses.push(
+        c.get(&format!("/v1/workflows/{wf}/env/API_TOKEN"))
+            .await
+            .1
+            .to_string(),
+    );
+    let (_, run) = c.run_sync(&wf, json!({})).await;
+    assert_eq!(
+        run["output"]["authorized"], true,
+        "the node got the decrypted value: {run}"
+    );
+    responses.push(run.to_string());
+    responses.push(
+        c.get(&format!("/v1/runs/{}", run["id"].as_str().unwrap()))
+            .await
+            .1
+            .to_string(),
+    );
+    responses.push(c.get(&format!("/v1/workflows/{wf}")).await.1.to_string());
+    responses.push(c.get("/v1/runs").await.1.to_string());
+
+    // Turning `secure` off without a new value is refused (it would reveal it).
+    let r = c
+        .http
+        .put(c.url(&format!("/v1/workflows/{wf}/env/API_TOKEN")))
+        .json(&json!({"secure": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    responses.push(r.text().await.unwrap());
+    let mut c = c;
+    c.stop_coordinator().await; // flushes the store
+    let stored: Vec<(std::path::PathBuf, Vec<u8>)> = c
+        .db_files()
+        .into_iter()
+        .filter_map(|f| std::fs::read(&f).ok().map(|b| (f, b)))
+        .collect();
+    assert!(!stored.is_empty());
+    c.shutdown().await;
+
+    for body in &responses {
+        assert!(
+            !body.contains(&secret),
+            "an API response shows the secret: {body}"
+        );
+    }
+    let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(logged.len() > 1000, "trace logs were captured");
+    let leaks: Vec<&str> = logged
+        .lines()
+        .filter(|l| l.contains(&secret))
+        .take(3)
+        .collect();
+    assert!(leaks.is_empty(), "log lines hold the secret: {leaks:#?}");
+    for (f, bytes) in stored {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{} holds the secret in clear",
+            f.display()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_key_secure_variables_are_refused() {
+    let c = Cluster::start_with(0, |cfg| cfg.encryption_key = String::new()).await;
+    let wf = c.deploy(&four_node()).await;
+    let (s, v) = c
+        .post(
+            &format!("/v1/workflows/{wf}/env"),
+            &json!({"name": "K", "value": "v", "secure": true}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("encryption_unavailable")),
+        "{v}"
+    );
+    let (s, _) = c
+        .post(
+            &format!("/v1/workflows/{wf}/env"),
+            &json!({"name": "PLAIN", "value": "v"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    c.shutdown().await;
+}
