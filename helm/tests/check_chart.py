@@ -7,7 +7,9 @@
 What it checks, with no cluster, no helm binary and no network:
 
   1. `helm lint --strict` (Helm's own linter, through helm-python-sdk) for every
-     value set in helm/tests/values/.
+     value set in helm/tests/values/: any warning or error fails. The chart has
+     no dependencies (NATS is installed separately), so there is nothing the
+     linter may miss.
   2. Renders the chart with each value set (release "weft", namespace "weft"),
      and checks that the fail-*.yaml sets do NOT render, with a clear message.
   3. Validates every rendered manifest against the Kubernetes 1.30 JSON schemas
@@ -66,15 +68,19 @@ except ImportError as e:  # Re-run under the tools venv when it has the packages
     sys.exit(2)
 
 RELEASE = "weft"
+# The default nats.url: the client Service of the official NATS chart installed
+# as release "nats" in the same namespace.
+DEFAULT_NATS_URL = "nats://nats:4222"
 NAMESPACE = "weft"
 KUBE_VERSION = "1.30"
 
 # Value sets that must render, in helm/tests/values/<name>.yaml.
-VALUE_SETS = ["defaults", "external-nats", "keda", "dashboard-off", "servicemonitor", "overrides"]
+VALUE_SETS = ["defaults", "nats-custom-url", "keda", "dashboard-off", "servicemonitor", "overrides"]
 # Value sets that must fail to render, with (part of) the message the user sees.
 MUST_FAIL = {
     "fail-hpa-and-keda": "autoscaling.hpa.enabled and autoscaling.keda.enabled are mutually exclusive",
-    "fail-nats-without-url": "externalNats.url is required when nats.enabled is false",
+    "fail-nats-empty-url": "nats.url is required",
+    "fail-nats-blank-url": "nats.url is required",
 }
 
 # CRDs: not in the Kubernetes schemas, so skipped there BY NAME and checked by
@@ -137,9 +143,8 @@ def load_values(name: str) -> dict:
 
 
 def render(values: dict) -> dict[str, str]:
-    # A fresh load per render: rendering drops disabled subcharts from the
-    # loaded chart (Helm's dependency processing), which would leak into the
-    # next value set.
+    # A fresh load per render, so nothing one render does to the loaded chart
+    # leaks into the next value set.
     with helm.Chart.load(str(CHART)) as chart:
         return chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
 
@@ -505,12 +510,10 @@ def check_value_set(c: Checks, name: str, values: dict, allowed_metrics: set[str
             path = "/".join(str(p) for p in e.path) if hasattr(e, "path") else ""
             c.fail(dw, f"schema: {e.message} at {path}")
 
-    # The facts below concern this chart's own manifests; a vendored NATS
-    # subchart (charts/nats) is only schema-validated above.
-    subchart = [d for t, d in docs if not t.startswith(f"{CHART.name}/templates/")]
-    docs = [(t, d) for t, d in docs if t.startswith(f"{CHART.name}/templates/")]
-    if subchart:
-        c.notes.append(f"[{name}] {len(subchart)} NATS subchart manifests rendered and validated")
+    # The chart has no subcharts: every manifest comes from its own templates.
+    for t, d in docs:
+        c.expect(t.startswith(f"{CHART.name}/templates/"), where,
+                 f"{t} ({d.get('kind')}) is not one of the chart's own templates (a subchart?)")
 
     # Components.
     co = check_component(c, where, docs, "coordinator", "http", int(v["coordinator"]["port"]), "WEFT_HTTP_ADDR", "WEFT_SHUTDOWN_GRACE_MS")
@@ -536,10 +539,10 @@ def check_value_set(c: Checks, name: str, values: dict, allowed_metrics: set[str
         for var in ("WEFT_NATS_URL", "WEFT_SUBJECT_PREFIX"):
             c.expect(co["env"].get(var) == wk["env"].get(var), where, f"{var} differs between coordinator and worker")
         url = co["env"].get("WEFT_NATS_URL")
-        # The NATS chart names its client Service "<release>-nats" (release "weft").
-        want_url = (f"nats://{RELEASE}-nats:{v['nats']['config']['nats']['port']}" if v["nats"]["enabled"]
-                    else v["externalNats"]["url"])
-        c.expect(url == want_url, where, f"WEFT_NATS_URL {url!r}, want {want_url!r}")
+        want_url = v["nats"]["url"]
+        c.expect(url == want_url, where, f"WEFT_NATS_URL {url!r}, want nats.url {want_url!r}")
+        if name == "defaults":
+            c.expect(url == DEFAULT_NATS_URL, where, f"default WEFT_NATS_URL {url!r}, want {DEFAULT_NATS_URL!r}")
         # The encryption key comes from a Secret, never a plain value: the one
         # rendered from encryptionKey, or the existing one named in values.
         key = co["env"].get("WEFT_ENCRYPTION_KEY")
@@ -605,7 +608,7 @@ def check_value_set(c: Checks, name: str, values: dict, allowed_metrics: set[str
         if info:
             facts[comp] = {"port": info["port"], "paths": [info["paths"]["livenessProbe"], info["paths"]["readinessProbe"]],
                            "scraped": scraped.get(comp, []), "env": info["env"]}
-    return docs + [("subchart", d) for d in subchart], facts
+    return docs, facts
 
 
 def check_env_names(c: Checks, where: str, component: str, env: dict, config: dict) -> None:
@@ -661,31 +664,21 @@ def main() -> int:
         print(json.dumps(out))
         return 0
 
-    # 1. Lint, strict, for every value set. The NATS subchart is not vendored
-    # (no network here); Helm's linter then warns "chart directory is missing
-    # these dependencies: nats". That one warning is accepted, by its exact
-    # text, only while charts/ really lacks the subchart; anything else fails.
-    deps = {d["name"]: d for d in helm.dependency_list(str(CHART))}
-    nats_dep = deps.get("nats")
-    if c.expect(nats_dep is not None, "Chart.yaml", "no dependency named nats"):
-        c.expect(nats_dep["repository"].rstrip("/") == "https://nats-io.github.io/k8s/helm/charts", "Chart.yaml",
-                 f"nats repository {nats_dep['repository']}")
-        cond = [d for d in metadata.get("dependencies", []) if d.get("name") == "nats"]
-        c.expect(bool(cond) and cond[0].get("condition") == "nats.enabled", "Chart.yaml", "the nats dependency needs condition nats.enabled")
-    missing_dep_msg = "chart directory is missing these dependencies: nats"
-    tolerated = nats_dep is not None and nats_dep["status"] == "missing"
-    if tolerated:
-        c.notes.append("NATS subchart not vendored: its manifests are not rendered; lint's one warning about it accepted")
+    # 1. Lint, strict, for every value set: any warning or error fails. The
+    # chart must depend on nothing these checks cannot see.
+    c.expect(not metadata.get("dependencies"), "Chart.yaml",
+             f"dependencies are not allowed (NATS is installed separately): {metadata.get('dependencies')}")
+    c.expect(not (CHART / "charts").exists(), "charts/", "the chart must not vendor subcharts")
     info = 0
     for name in VALUE_SETS:
         report = helm.lint(str(CHART), load_values(name), strict=True, kube_version=f"v{KUBE_VERSION}.0", namespace=NAMESPACE)
         for m in report["messages"]:
             if m["severity"] <= 1:
                 info += 1
-            elif not (tolerated and m["error"] == missing_dep_msg):
+            else:
                 c.fail(f"[{name}] lint", f"{m['path']}: {m['error']}")
         for e in report["errors"]:
-            if not (tolerated and e == missing_dep_msg) and not any(e == m["error"] for m in report["messages"]):
+            if not any(e == m["error"] for m in report["messages"]):
                 c.fail(f"[{name}] lint", e)
 
     # 2-4. Render, validate, check facts.

@@ -467,3 +467,70 @@ async fn guardrails_redact_block_and_log_findings_without_the_text() {
     assert_eq!(run["status"], "succeeded", "ordinary text passes: {run}");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_model_can_block_and_output_terms_are_redacted() {
+    use weft_loadtest::mock_model::Reply;
+    let c = Cluster::start(1).await;
+    let mock = MockModel::start(mock_config(0)).await.unwrap();
+    let unsafe_guard = MockModel::start(MockModelConfig {
+        reply: Reply::Fixed("UNSAFE".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let safe_guard = MockModel::start(MockModelConfig {
+        reply: Reply::Fixed("SAFE".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let node = ai(json!({"config": {"guardrails": {
+        "input": [{"scanner": "model", "model": "guard-1", "base_url": "{{env.GUARD_URL}}"}],
+        "output": [{"scanner": "toxicity", "terms": ["dreadful"], "action": "redact"}]
+    }}}));
+    let wf = ai_workflow(&c, &mock, node, 10_000).await;
+
+    c.set_env(&wf, "GUARD_URL", &unsafe_guard.url(), false)
+        .await;
+    let (_, run) = c.run_sync(&wf, json!({"n": 1, "text": "anything"})).await;
+    assert_eq!(run["error"]["code"], "guardrail_blocked", "{run}");
+    assert_eq!(node_log(&run, "call")["findings"][0]["scanner"], "model");
+    assert_eq!(unsafe_guard.requests(), 1);
+    assert_eq!(mock.requests(), 0, "blocked before the model was called");
+    let guard_call = run["model_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "guard-1");
+    assert!(
+        guard_call.is_some(),
+        "the guard model's call is a model run too: {run}"
+    );
+
+    let r = c
+        .http
+        .put(c.url(&format!("/v1/workflows/{wf}/env/GUARD_URL")))
+        .json(&json!({"value": safe_guard.url()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, run) = c
+        .run_sync(&wf, json!({"n": 1, "text": "a dreadful day"}))
+        .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let content = run["output"]["result"]["content"].as_str().unwrap();
+    assert!(
+        content.contains("[REDACTED]") && !content.contains("dreadful"),
+        "{content}"
+    );
+    let findings = node_log(&run, "call")["findings"].as_array().unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["scanner"] == "toxicity" && f["location"] == "output.content"),
+        "{findings:?}"
+    );
+    c.shutdown().await;
+}

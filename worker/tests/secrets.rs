@@ -155,3 +155,51 @@ async fn without_a_key_secure_variables_are_refused() {
     assert_eq!(s, 201);
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_key_re_encrypts_values_at_start() {
+    let secret = format!("sk-rotate-{}", uuid::Uuid::now_v7().simple());
+    let mut c = Cluster::start(1).await;
+    let srv = TestApi::start().await;
+    srv.expect_token(&secret);
+    let def = json!({
+        "name": "rotation", "timeout_ms": 10000,
+        "nodes": [
+            {"id": "in", "kind": "input"},
+            {"id": "call", "kind": "api", "config": {"url": format!("{}/auth", srv.url),
+                "headers": {"authorization": "Bearer {{env.TOKEN}}"}}},
+            {"id": "out", "kind": "output", "config": {"fields": {"ok": "steps.call.output.body.authorized"}}}
+        ],
+        "edges": [{"from": "in", "to": "call"}, {"from": "call", "to": "out"}]
+    });
+    let wf = c.deploy(&def).await;
+    c.set_env(&wf, "TOKEN", &secret, true).await;
+
+    // New key, old one listed as previous: values are re-encrypted at start.
+    let new_key = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+    c.stop_coordinator().await;
+    c.coordinator_config.encryption_key = new_key.into();
+    c.coordinator_config.previous_encryption_keys = vec![TEST_KEY.into()];
+    c.start_coordinator().await;
+    c.wait_workers(1).await;
+    let (_, run) = c.run_sync(&wf, json!({})).await;
+    assert_eq!(run["output"]["ok"], true, "{run}");
+
+    // The old key can now go: everything opens with the new one alone.
+    c.stop_coordinator().await;
+    c.coordinator_config.previous_encryption_keys = vec![];
+    c.start_coordinator().await;
+    c.wait_workers(1).await;
+    let (_, run) = c.run_sync(&wf, json!({})).await;
+    assert_eq!(run["output"]["ok"], true, "{run}");
+
+    // A wrong key is refused at start rather than failing runs later.
+    c.stop_coordinator().await;
+    c.coordinator_config.encryption_key = TEST_KEY.into();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = weft_coordinator::run(c.coordinator_config.clone(), listener, async {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not configured"), "{err}");
+    c.shutdown().await;
+}

@@ -75,26 +75,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
-WEFT_NATS_URL: the NATS chart's client Service when nats.enabled (its name
-follows that chart's "nats.fullname" rule), else externalNats.url.
+WEFT_NATS_URL: nats.url, required (the chart installs no NATS of its own).
 */}}
 {{- define "weft.natsUrl" -}}
-{{- if .Values.nats.enabled }}
-{{- $name := "" }}
-{{- if .Values.nats.fullnameOverride }}
-{{- $name = .Values.nats.fullnameOverride }}
-{{- else }}
-{{- $chartName := default "nats" .Values.nats.nameOverride }}
-{{- if contains $chartName .Release.Name }}
-{{- $name = .Release.Name }}
-{{- else }}
-{{- $name = printf "%s-%s" .Release.Name $chartName }}
-{{- end }}
-{{- end }}
-{{- printf "nats://%s:%v" ($name | trunc 63 | trimSuffix "-") .Values.nats.config.nats.port }}
-{{- else }}
-{{- required "externalNats.url is required when nats.enabled is false (e.g. nats://nats.messaging.svc:4222)" .Values.externalNats.url }}
-{{- end }}
+{{- $url := dig "url" "" (.Values.nats | default dict) | default "" | toString | trim }}
+{{- required "nats.url is required: the URL of a NATS 2.10+ server with JetStream, e.g. nats://nats:4222 for the official NATS chart installed as release \"nats\" in this namespace (see helm/README.md)" $url }}
 {{- end }}
 
 {{/* Name of the Secret holding the encryption key ("" when there is none). */}}

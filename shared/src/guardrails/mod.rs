@@ -312,9 +312,11 @@ fn check_scanner(scanner: &Scanner, at: &str, problems: &mut Vec<String>) {
                 problems.push(format!("{at}: model is empty; name the guard model"));
             }
             if let Some(url) = base_url {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                // A template (`{{env.GUARD_URL}}`) is checked when rendered.
+                let templated = url.trim_start().starts_with("{{");
+                if !templated && !(url.starts_with("http://") || url.starts_with("https://")) {
                     problems.push(format!(
-                        "{at}: base_url must start with http:// or https://"
+                        "{at}: base_url must start with http://, https:// or a {{{{ }}}} template"
                     ));
                 }
             }
