@@ -314,7 +314,7 @@ fn check_scanner(scanner: &Scanner, at: &str, problems: &mut Vec<String>) {
             if let Some(url) = base_url {
                 // A template (`{{env.GUARD_URL}}`) is checked when rendered.
                 let templated = url.trim_start().starts_with("{{");
-                if !templated && !(url.starts_with("http://") || url.starts_with("https://")) {
+                if !(templated || url.starts_with("http://") || url.starts_with("https://")) {
                     problems.push(format!(
                         "{at}: base_url must start with http://, https:// or a {{{{ }}}} template"
                     ));
