@@ -29,6 +29,7 @@ use weft_shared::error::ErrorCode;
 use weft_shared::model::{RunAttempt, RunError, RunStatus, WorkflowDefinition};
 use weft_shared::secret::SecretString;
 use weft_shared::subjects::Subjects;
+use weft_shared::telemetry::bounded_label;
 use weft_shared::time::{now_ms, TimeoutLevel};
 use weft_shared::wire::{
     self, Assign, AssignReply, Cancel, EnvValue, Heartbeat, Resume, ResumeReply, RunProgress,
@@ -403,7 +404,7 @@ impl Dispatcher {
 
     fn submit(&mut self, s: Submission) {
         let id = s.record.id;
-        metrics::counter!(m::RUNS_STARTED, "workflow" => s.record.workflow_id.clone()).increment(1);
+        metrics::counter!(m::RUNS_STARTED, "workflow" => bounded_label("workflow", &s.record.workflow_id)).increment(1);
         self.deadlines.push(Reverse((s.record.deadline_ms, id)));
         self.runs.insert(
             id,
@@ -707,9 +708,9 @@ impl Dispatcher {
             .unwrap_or_else(now_ms)
             .saturating_sub(rec.created_at_ms) as f64
             / 1000.0;
-        metrics::counter!(m::RUNS_COMPLETED, "workflow" => rec.workflow_id.clone(), "status" => rec.status.as_str())
+        metrics::counter!(m::RUNS_COMPLETED, "workflow" => bounded_label("workflow", &rec.workflow_id), "status" => rec.status.as_str())
             .increment(1);
-        metrics::histogram!(m::RUN_DURATION, "workflow" => rec.workflow_id.clone()).record(secs);
+        metrics::histogram!(m::RUN_DURATION, "workflow" => bounded_label("workflow", &rec.workflow_id)).record(secs);
         if rec.status == RunStatus::TimedOut {
             if let Some(level) = rec.error.as_ref().and_then(|e| e.level) {
                 metrics::counter!(m::TIMEOUTS, "level" => level.as_str()).increment(1);

@@ -78,8 +78,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CoordinatorError> {
-    metrics::describe();
+    // The recorder first: descriptions given before it exists are lost.
     let _ = weft_shared::telemetry::prometheus();
+    metrics::describe();
     let crypto = secrets::Crypto::new(&config.encryption_key, &config.previous_encryption_keys)
         .map_err(|e| CoordinatorError::Config(e.to_string()))?;
     let store = store::Store::open(&config.database_url).await?;

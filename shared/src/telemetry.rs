@@ -32,6 +32,67 @@ pub fn init_logging(json: bool) {
     };
 }
 
+/// Most distinct values one label may take in this process; later values
+/// are reported as `other`, so a flood of workflows or models cannot blow up
+/// Prometheus. Set with `WEFT_METRIC_LABEL_CAP`.
+pub fn label_cap() -> usize {
+    static CAP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CAP.get_or_init(|| {
+        std::env::var("WEFT_METRIC_LABEL_CAP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(500)
+    })
+}
+
+/// `value` as a label of `kind` (`workflow`, `model`, …), or `other` once
+/// the kind has [`label_cap`] distinct values.
+pub fn bounded_label(kind: &'static str, value: &str) -> String {
+    bounded_in(&LABELS, label_cap(), kind, value)
+}
+
+type Seen =
+    std::sync::Mutex<std::collections::HashMap<&'static str, std::collections::HashSet<String>>>;
+static LABELS: std::sync::LazyLock<Seen> = std::sync::LazyLock::new(Default::default);
+
+fn bounded_in(seen: &Seen, cap: usize, kind: &'static str, value: &str) -> String {
+    let Ok(mut m) = seen.lock() else {
+        return "other".into();
+    };
+    let set = m.entry(kind).or_default();
+    if set.contains(value) {
+        return value.to_string();
+    }
+    if set.len() < cap {
+        set.insert(value.to_string());
+        return value.to_string();
+    }
+    "other".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_capped_per_kind() {
+        let seen = Seen::default();
+        assert_eq!(bounded_in(&seen, 2, "workflow", "a"), "a");
+        assert_eq!(bounded_in(&seen, 2, "workflow", "b"), "b");
+        assert_eq!(bounded_in(&seen, 2, "workflow", "c"), "other");
+        assert_eq!(
+            bounded_in(&seen, 2, "workflow", "a"),
+            "a",
+            "known values keep their label"
+        );
+        assert_eq!(
+            bounded_in(&seen, 2, "model", "c"),
+            "c",
+            "each kind has its own cap"
+        );
+    }
+}
+
 /// Buckets for every `*_seconds` histogram: 1 ms to 10 min. Explicit buckets
 /// make the exporter write histograms (which add up across workers), not
 /// summaries (which do not).

@@ -78,9 +78,10 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send,
     started: impl FnOnce(WorkerInfo),
 ) -> Result<(), WorkerError> {
-    metrics::describe();
     weft_shared::telemetry::install_crypto_provider();
+    // The recorder first: descriptions given before it exists are lost.
     let prom = weft_shared::telemetry::prometheus();
+    metrics::describe();
     let worker_id = config.resolved_worker_id();
     let subjects = Subjects::new(&config.subject_prefix);
     let nats = async_nats::ConnectOptions::new()

@@ -54,4 +54,17 @@ pub fn describe() {
         RESULT_RETRIES,
         "Result deliveries to the coordinator sent again for want of an ack."
     );
+    describe_histogram!(
+        MODEL_DURATION,
+        Unit::Seconds,
+        "Model call latency, by model."
+    );
+    describe_counter!(
+        MODEL_TOKENS,
+        "Tokens used by model calls, by model and kind (prompt, completion)."
+    );
+    describe_counter!(
+        GUARDRAIL_FINDINGS,
+        "Guardrail findings, by scanner and action (block, redact)."
+    );
 }

@@ -11,7 +11,8 @@
 //! | `POST /v1/workflows/{id}/deploy` | publish the draft as the next version |
 //! | `GET /v1/workflows/{id}/versions` | deployed versions |
 //! | `POST /v1/workflows/{id}/runs?mode=sync\|async` | run the newest version |
-//! | `GET /v1/runs`, `GET /v1/runs/{id}` | runs (filters: `workflow_id`, `status`) |
+//! | `GET /v1/runs`, `GET /v1/runs/{id}` | runs (filters: `workflow_id`, `status`, `trigger`, `from_ms`, `to_ms`) |
+//! | `GET /v1/workflows/{id}/monitor` | totals, P50/P90/P99, failure rate (same filters) |
 //! | `POST /v1/runs/{id}/cancel` | cancel a run |
 //! | `POST/GET /v1/workflows/{id}/env`, `GET/PUT/DELETE …/env/{name}` | environment variables |
 //! | `POST /v1/callbacks/{run_id}/{node_id}?token=` | resume an async API node |
@@ -21,6 +22,7 @@
 mod callbacks;
 mod env;
 pub mod error;
+mod monitor;
 mod runs;
 mod system;
 mod workflows;
@@ -223,6 +225,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/workflows/{id}/deploy", post(workflows::deploy))
         .route("/v1/workflows/{id}/versions", get(workflows::versions))
+        .route("/v1/workflows/{id}/monitor", get(monitor::monitor))
         .route("/v1/workflows/{id}/runs", post(runs::start))
         .route("/v1/workflows/{id}/env", post(env::create).get(env::list))
         .route(

@@ -186,34 +186,65 @@ pub async fn get(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, Ap
     Ok(Json(run))
 }
 
-#[derive(Deserialize)]
+/// The filters the run list and the monitor share.
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    workflow_id: Option<String>,
-    status: Option<String>,
-    limit: Option<u32>,
-    cursor: Option<String>,
+pub struct FilterQuery {
+    pub workflow_id: Option<String>,
+    pub status: Option<String>,
+    /// `sync` or `async`.
+    pub trigger: Option<String>,
+    /// Accepted at or after (Unix ms).
+    pub from_ms: Option<u64>,
+    /// Accepted before (Unix ms).
+    pub to_ms: Option<u64>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
 }
 
-pub async fn list(st: St, ApiQuery(q): ApiQuery<ListQuery>) -> Result<impl IntoResponse, ApiError> {
-    let limit = page_limit(q.limit)?;
-    let status = match q.status.as_deref() {
-        None => None,
-        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidRequest, format!("unknown status `{s}`"))
-        })?),
-    };
-    let before = q.cursor.as_deref().map(parse_run_id).transpose()?;
-    let items = st
-        .store
-        .list_runs(&RunFilter {
-            workflow_id: q.workflow_id,
+impl FilterQuery {
+    pub fn to_filter(&self) -> Result<RunFilter, ApiError> {
+        let status = match self.status.as_deref() {
+            None => None,
+            Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidRequest, format!("unknown status `{s}`"))
+            })?),
+        };
+        if let Some(t) = self.trigger.as_deref() {
+            if t != "sync" && t != "async" {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("trigger `{t}` is not `sync` or `async`"),
+                ));
+            }
+        }
+        if let (Some(f), Some(t)) = (self.from_ms, self.to_ms) {
+            if f >= t {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "from_ms must be before to_ms",
+                ));
+            }
+        }
+        Ok(RunFilter {
+            workflow_id: self.workflow_id.clone(),
             status,
-            before,
-            limit,
+            trigger: self.trigger.clone(),
+            from_ms: self.from_ms,
+            to_ms: self.to_ms,
+            before: self.cursor.as_deref().map(parse_run_id).transpose()?,
+            limit: page_limit(self.limit)?,
         })
-        .await?;
-    let next = (items.len() == limit as usize)
+    }
+}
+
+pub async fn list(
+    st: St,
+    ApiQuery(q): ApiQuery<FilterQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let filter = q.to_filter()?;
+    let items = st.store.list_runs(&filter).await?;
+    let next = (items.len() == filter.limit as usize)
         .then(|| items.last().map(|r| r.id))
         .flatten();
     Ok(Json(json!({"items": items, "next_cursor": next})))

@@ -41,10 +41,39 @@ pub enum StoreError {
 pub struct RunFilter {
     pub workflow_id: Option<String>,
     pub status: Option<RunStatus>,
+    /// `sync` or `async`.
+    pub trigger: Option<String>,
+    /// Runs accepted at or after this time (Unix ms).
+    pub from_ms: Option<u64>,
+    /// Runs accepted before this time (Unix ms).
+    pub to_ms: Option<u64>,
     /// Only runs older than this id (the cursor of the previous page).
     pub before: Option<Uuid>,
     pub limit: u32,
 }
+
+/// Durations and outcomes the monitor summarises.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunSample {
+    /// Ended runs' durations (acceptance to end) in ms, ascending.
+    pub durations_ms: Vec<u64>,
+    pub by_status: Vec<(RunStatus, u64)>,
+}
+
+/// Model calls the monitor summarises.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelSample {
+    pub durations_ms: Vec<u64>,
+    pub failed: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// The filter on `runs` shared by the list and the monitor; binds ?1..?5.
+const RUN_FILTER: &str =
+    "(?1 IS NULL OR runs.workflow_id = ?1) AND (?2 IS NULL OR runs.status = ?2)
+     AND (?3 IS NULL OR runs.trigger = ?3) AND (?4 IS NULL OR runs.created_at_ms >= ?4)
+     AND (?5 IS NULL OR runs.created_at_ms < ?5)";
 
 #[derive(Clone)]
 pub struct Store {
@@ -348,18 +377,87 @@ impl Store {
 
     /// Runs newest first.
     pub async fn list_runs(&self, f: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM runs
-             WHERE (?1 IS NULL OR workflow_id = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)
-             ORDER BY id DESC LIMIT ?4",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM runs WHERE {RUN_FILTER} AND (?6 IS NULL OR id < ?6) ORDER BY id DESC LIMIT ?7"
+        ))
         .bind(f.workflow_id.as_deref())
         .bind(f.status.map(|s| s.as_str()))
+        .bind(f.trigger.as_deref())
+        .bind(f.from_ms.map(|v| v as i64))
+        .bind(f.to_ms.map(|v| v as i64))
         .bind(f.before.map(|u| u.to_string()))
         .bind(f.limit as i64)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(run_from_row).collect()
+    }
+
+    /// Every ended run matching the filter (cursor and limit ignored): its
+    /// duration, sorted, and counts by status. Exact, not sampled.
+    pub async fn run_sample(&self, f: &RunFilter) -> Result<RunSample, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT ended_at_ms - created_at_ms AS d FROM runs
+             WHERE {RUN_FILTER} AND ended_at_ms IS NOT NULL ORDER BY d"
+        ))
+        .bind(f.workflow_id.as_deref())
+        .bind(f.status.map(|s| s.as_str()))
+        .bind(f.trigger.as_deref())
+        .bind(f.from_ms.map(|v| v as i64))
+        .bind(f.to_ms.map(|v| v as i64))
+        .fetch_all(&self.pool)
+        .await?;
+        let durations_ms = rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>("d").map(|d| d.max(0) as u64))
+            .collect::<Result<_, _>>()?;
+        let rows = sqlx::query(&format!(
+            "SELECT status, COUNT(*) AS n FROM runs WHERE {RUN_FILTER} GROUP BY status"
+        ))
+        .bind(f.workflow_id.as_deref())
+        .bind(f.status.map(|s| s.as_str()))
+        .bind(f.trigger.as_deref())
+        .bind(f.from_ms.map(|v| v as i64))
+        .bind(f.to_ms.map(|v| v as i64))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_status = Vec::new();
+        for r in &rows {
+            let s: String = r.try_get("status")?;
+            if let Some(st) = RunStatus::parse(&s) {
+                by_status.push((st, r.try_get::<i64, _>("n")? as u64));
+            }
+        }
+        Ok(RunSample {
+            durations_ms,
+            by_status,
+        })
+    }
+
+    /// Model calls of runs matching the filter.
+    pub async fn model_sample(&self, f: &RunFilter) -> Result<ModelSample, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT m.ended_at_ms - m.started_at_ms AS d, m.status, m.prompt_tokens, m.completion_tokens
+             FROM model_runs m JOIN runs ON runs.id = m.run_id
+             WHERE {RUN_FILTER} ORDER BY d"
+        ))
+        .bind(f.workflow_id.as_deref())
+        .bind(f.status.map(|s| s.as_str()))
+        .bind(f.trigger.as_deref())
+        .bind(f.from_ms.map(|v| v as i64))
+        .bind(f.to_ms.map(|v| v as i64))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = ModelSample::default();
+        for r in &rows {
+            out.durations_ms
+                .push(r.try_get::<i64, _>("d")?.max(0) as u64);
+            if r.try_get::<String, _>("status")? != "succeeded" {
+                out.failed += 1;
+            }
+            out.prompt_tokens += r.try_get::<i64, _>("prompt_tokens")? as u64;
+            out.completion_tokens += r.try_get::<i64, _>("completion_tokens")? as u64;
+        }
+        Ok(out)
     }
 
     /// Runs that had not ended when the coordinator last stopped.

@@ -169,7 +169,7 @@ impl Actor for NodeActor {
             let outcome = AssertUnwindSafe(supervise(&attempt, &policy))
                 .catch_unwind()
                 .await;
-            metrics::histogram!(m::NODE_DURATION, "workflow" => workflow_id, "node_kind" => kind)
+            metrics::histogram!(m::NODE_DURATION, "workflow" => weft_shared::telemetry::bounded_label("workflow", &workflow_id), "node_kind" => kind)
                 .record(started.elapsed().as_secs_f64());
             match outcome {
                 Ok(r) => r,

@@ -142,7 +142,7 @@ async fn call(a: &Attempt, c: Call<'_>, model_timeout_ms: Option<u64>) -> Result
             }
         };
     let elapsed = started.elapsed().as_secs_f64();
-    metrics::histogram!(m::MODEL_DURATION, "model" => c.model.to_string()).record(elapsed);
+    metrics::histogram!(m::MODEL_DURATION, "model" => weft_shared::telemetry::bounded_label("model", c.model)).record(elapsed);
     let (status, error, usage) = match &result {
         Ok(r) => ("succeeded", None, r.usage),
         Err(e) if e.code == ErrorCode::TimedOut => {
@@ -150,9 +150,9 @@ async fn call(a: &Attempt, c: Call<'_>, model_timeout_ms: Option<u64>) -> Result
         }
         Err(e) => ("failed", Some(e.message.clone()), Usage::default()),
     };
-    metrics::counter!(m::MODEL_TOKENS, "model" => c.model.to_string(), "kind" => "prompt")
+    metrics::counter!(m::MODEL_TOKENS, "model" => weft_shared::telemetry::bounded_label("model", c.model), "kind" => "prompt")
         .increment(usage.prompt_tokens);
-    metrics::counter!(m::MODEL_TOKENS, "model" => c.model.to_string(), "kind" => "completion")
+    metrics::counter!(m::MODEL_TOKENS, "model" => weft_shared::telemetry::bounded_label("model", c.model), "kind" => "completion")
         .increment(usage.completion_tokens);
     let run = ModelRun {
         request_id: uuid::Uuid::now_v7().to_string(),

@@ -1,0 +1,104 @@
+//! The run monitor: for a workflow and a date range (and the run list's
+//! other filters), total runs, P50/P90/P99 response time and failure rate —
+//! for runs and for model runs. Percentiles are exact (nearest rank over every
+//! matching run in the store), never estimated from a sample.
+
+use super::error::{ApiError, ApiQuery};
+use super::runs::FilterQuery;
+use super::St;
+use axum::extract::Path;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Map, Value};
+use weft_shared::model::RunStatus;
+
+/// Nearest-rank percentile of an ascending slice (`p` in 0..=100).
+pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted.get(rank.min(sorted.len()) - 1).copied()
+}
+
+fn rate(part: u64, whole: u64) -> Value {
+    if whole == 0 {
+        Value::Null
+    } else {
+        json!(part as f64 / whole as f64)
+    }
+}
+
+pub async fn monitor(
+    st: St,
+    Path(id): Path<String>,
+    ApiQuery(mut q): ApiQuery<FilterQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    if st.store.get_workflow(&id).await?.is_none() {
+        return Err(ApiError::not_found("workflow"));
+    }
+    q.workflow_id = Some(id.clone());
+    q.cursor = None;
+    let filter = q.to_filter()?;
+    let runs = st.store.run_sample(&filter).await?;
+    let models = st.store.model_sample(&filter).await?;
+    let count = |s: RunStatus| {
+        runs.by_status
+            .iter()
+            .find(|(x, _)| *x == s)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    };
+    let total: u64 = runs.by_status.iter().map(|(_, n)| n).sum();
+    let ended = runs.durations_ms.len() as u64;
+    let failures = count(RunStatus::Failed) + count(RunStatus::TimedOut);
+    let by_status: Map<String, Value> = runs
+        .by_status
+        .iter()
+        .map(|(s, n)| (s.as_str().to_string(), json!(n)))
+        .collect();
+    let d = &runs.durations_ms;
+    let m = &models.durations_ms;
+    Ok(Json(json!({
+        "workflow_id": id,
+        "from_ms": filter.from_ms,
+        "to_ms": filter.to_ms,
+        "runs": {
+            "total": total,
+            "ended": ended,
+            "by_status": by_status,
+            "failure_rate": rate(failures, ended),
+            "p50_ms": percentile(d, 50.0),
+            "p90_ms": percentile(d, 90.0),
+            "p99_ms": percentile(d, 99.0),
+            "max_ms": d.last(),
+        },
+        "model_runs": {
+            "total": m.len(),
+            "failed": models.failed,
+            "failure_rate": rate(models.failed, m.len() as u64),
+            "p50_ms": percentile(m, 50.0),
+            "p90_ms": percentile(m, 90.0),
+            "p99_ms": percentile(m, 99.0),
+            "prompt_tokens": models.prompt_tokens,
+            "completion_tokens": models.completion_tokens,
+        },
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), Some(50));
+        assert_eq!(percentile(&v, 90.0), Some(90));
+        assert_eq!(percentile(&v, 99.0), Some(99));
+        assert_eq!(percentile(&v, 100.0), Some(100));
+        assert_eq!(percentile(&[7], 99.0), Some(7));
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile(&[1, 2, 3], 0.0), Some(1));
+    }
+}
