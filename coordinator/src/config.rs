@@ -33,6 +33,9 @@ pub struct CoordinatorConfig {
     pub max_body_bytes: usize,
     /// Log as JSON lines instead of text.
     pub log_json: bool,
+    /// OTLP/HTTP collector base URL (e.g. `http://otel-collector:4318`):
+    /// spans of requests and runs are exported there. Empty: no export.
+    pub otlp_endpoint: String,
     /// The URL external systems reach this coordinator at (for async API
     /// callbacks). Empty: `http://` + the bound address (0.0.0.0 read as
     /// 127.0.0.1) — set it whenever the coordinator is behind a proxy or in a pod.
@@ -60,6 +63,7 @@ impl Default for CoordinatorConfig {
             shutdown_grace_ms: 30_000,
             max_body_bytes: 1024 * 1024,
             log_json: false,
+            otlp_endpoint: String::new(),
             public_url: String::new(),
             encryption_key: String::new(),
             previous_encryption_keys: Vec::new(),

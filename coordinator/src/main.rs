@@ -60,7 +60,14 @@ async fn main() {
         return;
     }
     weft_shared::telemetry::install_crypto_provider();
-    weft_shared::telemetry::init_logging(cfg.log_json);
+    let telemetry =
+        match weft_shared::telemetry::init("weft-coordinator", cfg.log_json, &cfg.otlp_endpoint) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("weft-coordinator: {e}");
+                std::process::exit(EXIT_CONFIG);
+            }
+        };
     let listener = match tokio::net::TcpListener::bind(&cfg.http_addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -72,6 +79,8 @@ async fn main() {
         weft_coordinator::run(cfg, listener, weft_shared::telemetry::shutdown_signal()).await
     {
         tracing::error!(error = %e, "coordinator failed");
+        telemetry.shutdown();
         std::process::exit(1);
     }
+    telemetry.shutdown();
 }

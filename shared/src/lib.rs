@@ -21,6 +21,7 @@ pub mod subjects;
 pub mod telemetry;
 pub mod template;
 pub mod time;
+pub mod trace;
 pub mod validate;
 pub mod wire;
 

@@ -15,21 +15,96 @@ pub fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
     filter.add_directive("async_nats=info".parse().expect("a valid directive"))
 }
 
-/// Structured logs to stderr: text by default, JSON with `json = true`.
-/// The filter is [`log_filter`].
-pub fn init_logging(json: bool) {
-    use tracing_subscriber::fmt;
-    let filter = log_filter("info");
+/// Structured logs to stderr (text, or JSON lines with `json`), filtered by
+/// [`log_filter`], and — when `otlp_endpoint` is set (an OTLP/HTTP collector's
+/// base URL, e.g. `http://otel-collector:4318`) — spans exported over OTLP.
+/// Keep the returned [`Telemetry`] and call [`Telemetry::shutdown`] at exit so
+/// the last spans are sent.
+pub fn init(service: &'static str, json: bool, otlp_endpoint: &str) -> Result<Telemetry, String> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().flatten_event(true).try_init()
+    let fmt_layer = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        builder.compact().try_init()
+        tracing_subscriber::fmt::layer()
+            .compact()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .boxed()
     };
+    let (otel_layer, provider) = if otlp_endpoint.is_empty() {
+        (None, None)
+    } else {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(format!("{}/v1/traces", otlp_endpoint.trim_end_matches('/')))
+            .build()
+            .map_err(|e| format!("otlp exporter: {e}"))?;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(service)
+                    .build(),
+            )
+            .build();
+        let tracer = provider.tracer(service);
+        (
+            Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+            Some(provider),
+        )
+    };
+    tracing_subscriber::registry()
+        .with(log_filter("info"))
+        .with(fmt_layer)
+        .with(otel_layer)
+        .try_init()
+        .map_err(|e| format!("logging: {e}"))?;
+    Ok(Telemetry { provider })
+}
+
+/// Logging set-up without OTLP (a subscriber already installed is kept).
+pub fn init_logging(json: bool) {
+    let _ = init("weft", json, "");
+}
+
+/// Holds the span exporter, if any.
+pub struct Telemetry {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Sends the spans still buffered and stops the exporter. Blocking.
+    pub fn shutdown(&self) {
+        if let Some(p) = &self.provider {
+            let _ = p.force_flush();
+            let _ = p.shutdown();
+        }
+    }
+}
+
+/// Makes `span` a child of the caller's trace, so exported spans join it.
+pub fn set_remote_parent(span: &tracing::Span, parent: &crate::trace::TraceParent) {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let sc = SpanContext::new(
+        TraceId::from_bytes(parent.trace_id),
+        SpanId::from_bytes(parent.span_id),
+        TraceFlags::new(parent.flags),
+        true,
+        TraceState::default(),
+    );
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(sc));
 }
 
 /// Most distinct values one label may take in this process; later values
@@ -68,29 +143,6 @@ fn bounded_in(seen: &Seen, cap: usize, kind: &'static str, value: &str) -> Strin
         return value.to_string();
     }
     "other".into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_are_capped_per_kind() {
-        let seen = Seen::default();
-        assert_eq!(bounded_in(&seen, 2, "workflow", "a"), "a");
-        assert_eq!(bounded_in(&seen, 2, "workflow", "b"), "b");
-        assert_eq!(bounded_in(&seen, 2, "workflow", "c"), "other");
-        assert_eq!(
-            bounded_in(&seen, 2, "workflow", "a"),
-            "a",
-            "known values keep their label"
-        );
-        assert_eq!(
-            bounded_in(&seen, 2, "model", "c"),
-            "c",
-            "each kind has its own cap"
-        );
-    }
 }
 
 /// Buckets for every `*_seconds` histogram: 1 ms to 10 min. Explicit buckets
@@ -160,5 +212,28 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_capped_per_kind() {
+        let seen = Seen::default();
+        assert_eq!(bounded_in(&seen, 2, "workflow", "a"), "a");
+        assert_eq!(bounded_in(&seen, 2, "workflow", "b"), "b");
+        assert_eq!(bounded_in(&seen, 2, "workflow", "c"), "other");
+        assert_eq!(
+            bounded_in(&seen, 2, "workflow", "a"),
+            "a",
+            "known values keep their label"
+        );
+        assert_eq!(
+            bounded_in(&seen, 2, "model", "c"),
+            "c",
+            "each kind has its own cap"
+        );
     }
 }

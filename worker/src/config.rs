@@ -34,6 +34,9 @@ pub struct WorkerConfig {
     pub fault_injection: bool,
     /// Log JSON lines instead of text.
     pub log_json: bool,
+    /// OTLP/HTTP collector base URL (e.g. `http://otel-collector:4318`):
+    /// spans per run and node are exported there. Empty: no export.
+    pub otlp_endpoint: String,
 }
 
 impl Default for WorkerConfig {
@@ -51,6 +54,7 @@ impl Default for WorkerConfig {
             metrics_addr: "0.0.0.0:9091".into(),
             fault_injection: false,
             log_json: false,
+            otlp_endpoint: String::new(),
         }
     }
 }

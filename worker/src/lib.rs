@@ -465,6 +465,7 @@ fn accept(
             a.deadline_ms,
             a.env,
             a.callback_base,
+            a.traceparent,
             env,
             sink,
         )

@@ -64,9 +64,18 @@ async fn main() {
         return;
     }
     weft_shared::telemetry::install_crypto_provider();
-    weft_shared::telemetry::init_logging(cfg.log_json);
+    let telemetry =
+        match weft_shared::telemetry::init("weft-worker", cfg.log_json, &cfg.otlp_endpoint) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("weft-worker: {e}");
+                std::process::exit(EXIT_CONFIG);
+            }
+        };
     if let Err(e) = weft_worker::run(cfg, weft_shared::telemetry::shutdown_signal()).await {
         tracing::error!(error = %e, "worker failed");
+        telemetry.shutdown();
         std::process::exit(1);
     }
+    telemetry.shutdown();
 }

@@ -534,3 +534,56 @@ async fn a_guard_model_can_block_and_output_terms_are_redacted() {
     );
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_traceparent_reaches_the_api_and_model_calls_as_child_spans() {
+    let c = Cluster::start(1).await;
+    let srv = TestApi::start().await;
+    let mock = MockModel::start(mock_config(0)).await.unwrap();
+    let def = json!({"name": "traced", "timeout_ms": 10000, "nodes": [
+        {"id": "in", "kind": "input"},
+        {"id": "call", "kind": "api", "config": {"url": format!("{}/echo", srv.url)}},
+        {"id": "ai", "kind": "ai", "config": {"base_url": "{{env.LLM_BASE_URL}}", "api_key": "{{env.LLM_API_KEY}}", "model": "mock-1", "user": "hi"}},
+        {"id": "out", "kind": "output", "config": {"fields": {"tp": "steps.call.output.body.headers.traceparent"}}}],
+        "edges": [{"from": "in", "to": "call"}, {"from": "call", "to": "ai"}, {"from": "ai", "to": "out"}]});
+    let wf = c.deploy(&def).await;
+    c.set_env(&wf, "LLM_BASE_URL", &mock.url(), false).await;
+    c.set_env(&wf, "LLM_API_KEY", "mock-key", true).await;
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let run: Value = c
+        .http
+        .post(c.url(&format!("/v1/workflows/{wf}/runs")))
+        .header("traceparent", parent)
+        .json(&json!({"input": {}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let api_tp = run["output"]["tp"].as_str().unwrap();
+    assert!(
+        api_tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{api_tp}"
+    );
+    assert_ne!(api_tp, parent, "a child span, not the caller's");
+    let model_tp = mock.received()[0]
+        .headers
+        .iter()
+        .find(|(k, _)| k == "traceparent")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert!(
+        model_tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{model_tp}"
+    );
+    assert_ne!(model_tp, api_tp);
+
+    // Without one, a run starts its own trace, still sent onward.
+    let (_, run) = c.run_sync(&wf, json!({})).await;
+    let tp = run["output"]["tp"].as_str().unwrap();
+    assert!(weft_shared::trace::TraceParent::parse(tp).is_some(), "{tp}");
+    assert!(!tp.contains("4bf92f3577b34da6a3ce929d0e0e4736"));
+    c.shutdown().await;
+}

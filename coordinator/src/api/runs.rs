@@ -120,10 +120,16 @@ pub async fn start(
     );
     let run_id = record.id;
     let env = std::sync::Arc::new(st.run_env(&id, &deployed.env_refs).await?);
-    let traceparent = headers
+    // The caller's trace continues through the run; a run without one starts its own.
+    let trace = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .and_then(weft_shared::trace::TraceParent::parse)
+        .unwrap_or_else(weft_shared::trace::TraceParent::new_root);
+    let traceparent = Some(trace.to_string());
+    let span = tracing::info_span!("accept_run", run_id = %run_id, workflow_id = %id, trace_id = %trace.trace_id_hex());
+    weft_shared::telemetry::set_remote_parent(&span, &trace);
+    span.in_scope(|| tracing::debug!(mode = if sync { "sync" } else { "async" }, "run accepted"));
     let status_url = format!("/v1/runs/{run_id}");
 
     if !sync {

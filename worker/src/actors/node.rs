@@ -77,18 +77,26 @@ impl Drop for Reply {
 
 pub struct NodeActor {
     attempt: Option<Attempt>,
+    /// Child of the run's span: run, node and worker ids on every log line.
+    span: tracing::Span,
     policy: NodePolicy,
     workflow_id: String,
     reply: Reply,
 }
 
 impl NodeActor {
-    pub fn new(attempt: Attempt, workflow_id: String, to: Recipient<NodeFinished>) -> Self {
+    pub fn new(
+        attempt: Attempt,
+        workflow_id: String,
+        to: Recipient<NodeFinished>,
+        span: tracing::Span,
+    ) -> Self {
         let node = &attempt.plan.nodes[attempt.idx];
         let policy = NodePolicy::from_retry(&node.retry);
         let idx = attempt.idx;
         let records = attempt.records.clone();
         NodeActor {
+            span,
             attempt: Some(attempt),
             policy,
             workflow_id,
@@ -187,6 +195,7 @@ impl Actor for NodeActor {
                 }
             }
         };
+        let fut = tracing::Instrument::instrument(fut, self.span.clone());
         ctx.spawn(fut.into_actor(self).map(|(result, attempts), act, ctx| {
             act.reply.send(result, attempts);
             ctx.stop();

@@ -76,6 +76,9 @@ pub struct RunActor {
     env_values: Value,
     info: Option<Arc<RunInfo>>,
     callback_base: Option<String>,
+    trace: Option<weft_shared::trace::TraceParent>,
+    /// Span of this run; node spans are its children.
+    span: tracing::Span,
     secrets: Vec<weft_shared::secret::SecretString>,
     /// Nodes waiting for a callback.
     waiting: Vec<Waiting>,
@@ -108,6 +111,7 @@ impl RunActor {
         deadline_ms: u64,
         variables: std::collections::BTreeMap<String, EnvValue>,
         callback_base: Option<String>,
+        traceparent: Option<String>,
         env: Arc<NodeEnv>,
         sink: Arc<RunSink>,
     ) -> Self {
@@ -124,10 +128,26 @@ impl RunActor {
             .filter(|v| v.secure)
             .map(|v| v.value)
             .collect();
+        let trace = traceparent
+            .as_deref()
+            .and_then(weft_shared::trace::TraceParent::parse);
+        let span = tracing::info_span!(
+            "run",
+            run_id = %run_id,
+            attempt,
+            workflow_id = %workflow_id,
+            worker_id = %worker_id,
+            trace_id = %trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
+        );
+        if let Some(t) = &trace {
+            weft_shared::telemetry::set_remote_parent(&span, t);
+        }
         RunActor {
             env_values,
             info: None,
             callback_base,
+            trace,
+            span,
             secrets,
             waiting: Vec::new(),
             model_runs: Vec::new(),
@@ -161,6 +181,8 @@ impl RunActor {
                 run_id: self.run_id,
                 secrets: self.secrets.clone(),
                 callback_base: self.callback_base.clone(),
+                trace: self.trace,
+                worker_id: self.worker_id.clone(),
                 actor: ctx.address(),
             }));
         }
@@ -191,8 +213,14 @@ impl RunActor {
             run,
             records: Default::default(),
         };
-        let addr =
-            NodeActor::new(attempt, self.workflow_id.clone(), ctx.address().recipient()).start();
+        let span = tracing::info_span!(parent: &self.span, "node", node_id = %node.id, kind = node.spec.kind());
+        let addr = NodeActor::new(
+            attempt,
+            self.workflow_id.clone(),
+            ctx.address().recipient(),
+            span,
+        )
+        .start();
         self.states[idx] = NodeState::Running(addr, cancel);
     }
 
@@ -316,8 +344,8 @@ impl Actor for RunActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let span = tracing::debug_span!("run", run_id = %self.run_id, attempt = self.attempt);
-        let _e = span.enter();
+        let _e = self.span.clone().entered();
+        tracing::debug!("run started");
         // The workflow deadline, whatever the nodes are doing.
         let remaining = self.deadline.remaining();
         let deadline = self.deadline;

@@ -66,6 +66,9 @@ async fn call(a: &Attempt, c: Call<'_>, model_timeout_ms: Option<u64>) -> Result
     let started = Instant::now();
     let url = format!("{}/chat/completions", c.base_url.trim_end_matches('/'));
     let mut req = a.env.http.post(&url).json(&c.body);
+    if let Some(tp) = a.traceparent() {
+        req = req.header("traceparent", tp);
+    }
     if let Some(k) = c.api_key {
         let mut v =
             reqwest::header::HeaderValue::from_str(&format!("Bearer {k}")).map_err(|_| {

@@ -149,6 +149,11 @@ pub async fn execute(
         }
         headers.insert(name, value);
     }
+    if let Some(tp) = a.traceparent() {
+        if let Ok(v) = HeaderValue::from_str(&tp) {
+            headers.insert(HeaderName::from_static("traceparent"), v);
+        }
+    }
     req = req.headers(headers);
     if let Some(body) = &cfg.body {
         req =

@@ -118,6 +118,9 @@ pub struct RunInfo {
     pub secrets: Vec<SecretString>,
     /// Base URL for callbacks to the coordinator.
     pub callback_base: Option<String>,
+    /// The run's trace: calls the run makes send a child `traceparent`.
+    pub trace: Option<weft_shared::trace::TraceParent>,
+    pub worker_id: String,
     /// The run's actor: a node that waits for a callback registers with it.
     pub actor: actix::Addr<crate::actors::run::RunActor>,
 }
@@ -144,6 +147,11 @@ impl Attempt {
     /// Error text with secure values scrubbed.
     pub fn scrub(&self, text: &str) -> String {
         weft_shared::secret::scrub(text, &self.run.secrets)
+    }
+
+    /// The `traceparent` header for a call this node makes.
+    pub fn traceparent(&self) -> Option<String> {
+        self.run.trace.map(|t| t.child().to_string())
     }
 
     pub fn record(&self, f: impl FnOnce(&mut Records)) {

@@ -40,7 +40,10 @@ pub async fn execute(a: &Attempt, cfg: &ScriptConfig) -> Result<NodeOutput, Node
             ErrorCode::Cancelled,
             "script stopped: node cancelled",
         )),
-        Err(ScriptError::Interrupted) => Err(NodeError::timed_out(a.deadline.level)),
+        Err(ScriptError::Interrupted) => {
+            crate::timeouts::record_fired(&a.deadline);
+            Err(NodeError::timed_out(a.deadline.level))
+        }
         Err(ScriptError::OutOfMemory) => Err(NodeError::new(
             ErrorCode::ScriptOutOfMemory,
             format!(
