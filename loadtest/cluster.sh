@@ -4,12 +4,26 @@
 #   loadtest/cluster.sh            # = demo
 #   loadtest/cluster.sh demo       # start, deploy the demo workflow, run it once, stay up until Ctrl-C
 #   loadtest/cluster.sh up         # start and stay up, no demo
+#   loadtest/cluster.sh bench SCENARIO [seconds]
+#                                  # start, measure, stop (see "bench" below)
 #
 # Ports (override with env): WEFT_HTTP_PORT=8080, WEFT_NATS_PORT=4222,
 # worker metrics on 9091 and 9092. State and logs go to .weft-local/.
 # Children run in their own sessions (setsid), so Ctrl-C reaches only this
 # script, which stops them in order: workers drain first, NATS goes last.
 # Build profile: WEFT_PROFILE=dev (default, shared with the tests) or release.
+#
+# bench: starts the cluster as `up` does (plus the mock model on 127.0.0.1:8089,
+# answering in 500 ms, for `ai`), measures the two baselines (NATS
+# request/reply, HTTP hello) and then SCENARIO (trivial, async, ai or fanout)
+# with weft-load, each for `seconds` (default 10, at most 300) after a 2 s
+# warmup, writes every JSON report, its table and the combined `report` into
+# .weft-local/bench-<timestamp>/, and stops everything. The load is
+# WEFT_BENCH_ARGS (default "--connections 32"; e.g. "--rate 5000" for an open
+# loop). Every step is bounded by `timeout`. For figures worth publishing:
+#   WEFT_PROFILE=release loadtest/cluster.sh bench trivial 10
+# `up` and `demo` clear .weft-local/, earlier bench results included; bench
+# keeps earlier bench-* directories.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-demo}"
@@ -22,22 +36,45 @@ BASE="http://127.0.0.1:$HTTP_PORT"
 say() { printf '\033[1mweft:\033[0m %s\n' "$*"; }
 die() { printf 'weft: %s\n' "$*" >&2; exit 1; }
 
-case "$MODE" in demo|up) ;; *) die "unknown mode '$MODE' (demo or up)";; esac
+case "$MODE" in demo|up|bench) ;; *) die "unknown mode '$MODE' (demo, up or bench)";; esac
+PORTS=("$HTTP_PORT" "$NATS_PORT" 9091 9092)
+BINS=(--bin weft-coordinator --bin weft-worker)
+if [ "$MODE" = bench ]; then
+  SCENARIO="${2:-}"
+  BENCH_SECS="${3:-10}"
+  case "$SCENARIO" in trivial|async|ai|fanout) ;; *) die "bench needs a scenario: trivial, async, ai or fanout";; esac
+  [[ "$BENCH_SECS" =~ ^[0-9]+$ ]] && [ "$BENCH_SECS" -ge 1 ] && [ "$BENCH_SECS" -le 300 ] \
+    || die "bench seconds must be a whole number from 1 to 300"
+  command -v timeout >/dev/null || die "timeout (coreutils) is needed"
+  [ "$SCENARIO" = ai ] && PORTS+=(8089)
+  BINS+=(--bin weft-load --bin weft-mock-model)
+fi
 for tool in cargo curl python3; do command -v "$tool" >/dev/null || die "$tool is needed"; done
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$HTTP_PORT" "$NATS_PORT" 9091 9092; do
+for p in "${PORTS[@]}"; do
   if port_busy "$p"; then die "port $p is in use; stop what holds it or set WEFT_HTTP_PORT / WEFT_NATS_PORT"; fi
 done
 
 . .ci/install
 say "building (cargo build --profile $PROFILE)"
-cargo build --profile "$PROFILE" --bin weft-coordinator --bin weft-worker
+cargo build --profile "$PROFILE" "${BINS[@]}"
 TARGET="target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
 
-rm -rf "$STATE" && mkdir -p "$STATE/nats"
+if [ "$MODE" = bench ]; then
+  # Keep the results of earlier benches.
+  mkdir -p "$STATE" && find "$STATE" -mindepth 1 -maxdepth 1 ! -name 'bench-*' -exec rm -rf {} +
+  mkdir -p "$STATE/nats"
+else
+  rm -rf "$STATE" && mkdir -p "$STATE/nats"
+fi
 PIDS=()  # in start order: NATS, coordinator, workers
+EXTRA_PIDS=()  # the mock model (bench ai): stopped before the cluster
 cleanup() {
   trap - INT TERM EXIT
+  for pid in ${EXTRA_PIDS[@]+"${EXTRA_PIDS[@]}"}; do
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   say "stopping: workers drain first, then the coordinator, then NATS"
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
     kill -TERM "${PIDS[$i]}" 2>/dev/null || true
@@ -98,5 +135,36 @@ Try next:
 
 Press Ctrl-C to stop everything.
 TRY
+fi
+
+if [ "$MODE" = bench ]; then
+  OUT="$STATE/bench-$(date +%Y%m%d-%H%M%S)"
+  mkdir -p "$OUT"
+  read -r -a LOAD_ARGS <<<"${WEFT_BENCH_ARGS:---connections 32}"
+  COMMON=(--duration "${BENCH_SECS}s" --warmup 2s --timeout 30s "${LOAD_ARGS[@]}")
+  # Each step: warmup + measurement + at most the 30 s drain, plus slack;
+  # --foreground lets Ctrl-C reach weft-load, which then stops at once.
+  LIMIT=$((BENCH_SECS + 2 + 30 + 15))
+  step() {  # step NAME weft-load-args…: runs it bounded, keeps its table and JSON
+    local name="$1"; shift
+    say "bench: $name"
+    timeout --foreground "$LIMIT" "$TARGET/weft-load" "$@" "${COMMON[@]}" --json "$OUT/$name.json" | tee "$OUT/$name.txt"
+  }
+  EXTRA=()
+  if [ "$SCENARIO" = ai ]; then
+    setsid "$TARGET/weft-mock-model" --listen 127.0.0.1:8089 --latency fixed:500ms >"$STATE/mock-model.log" 2>&1 &
+    EXTRA_PIDS+=($!)
+    for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8089/healthz >/dev/null 2>&1 && break; sleep 0.1; done
+    curl -sf http://127.0.0.1:8089/healthz >/dev/null 2>&1 || die "mock model did not come up; see $STATE/mock-model.log"
+    EXTRA=(--model-url http://127.0.0.1:8089/v1)
+  fi
+  step nats-baseline nats-baseline --nats-url "$WEFT_NATS_URL"
+  step http-baseline http-baseline
+  step "$SCENARIO" run --scenario "$SCENARIO" --url "$BASE" ${EXTRA[@]+"${EXTRA[@]}"}
+  say "bench: combined report"
+  "$TARGET/weft-load" report --inputs "$OUT/nats-baseline.json" "$OUT/http-baseline.json" "$OUT/$SCENARIO.json" \
+    --json "$OUT/report.json" | tee "$OUT/report.txt"
+  say "bench: reports in $OUT/"
+  exit 0
 fi
 wait
