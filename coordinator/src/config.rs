@@ -31,6 +31,16 @@ pub struct CoordinatorConfig {
     pub shutdown_grace_ms: u64,
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
+    /// Largest run input accepted, in bytes of JSON (413 beyond).
+    pub max_input_bytes: usize,
+    /// Most nodes a workflow definition may have.
+    pub max_nodes: usize,
+    /// Runs of one workflow in flight (queued, running or waiting) at once;
+    /// beyond it a run request gets 429. 0: no limit.
+    pub max_concurrent_runs_per_workflow: usize,
+    /// How long an `Idempotency-Key` on a run request keeps answering with
+    /// the run it started.
+    pub idempotency_retention_ms: u64,
     /// Log as JSON lines instead of text.
     pub log_json: bool,
     /// OTLP/HTTP collector base URL (e.g. `http://otel-collector:4318`):
@@ -62,6 +72,10 @@ impl Default for CoordinatorConfig {
             deadline_grace_ms: 2_000,
             shutdown_grace_ms: 30_000,
             max_body_bytes: 1024 * 1024,
+            max_input_bytes: 256 * 1024,
+            max_nodes: 200,
+            max_concurrent_runs_per_workflow: 0,
+            idempotency_retention_ms: 24 * 3600 * 1000,
             log_json: false,
             otlp_endpoint: String::new(),
             public_url: String::new(),

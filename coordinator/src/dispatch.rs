@@ -65,6 +65,9 @@ pub enum Cmd {
         outcome: Result<AssignReply, AssignFailure>,
     },
     Cancel(Uuid, oneshot::Sender<Option<RunRecord>>),
+    /// Hear a live run's final record (a repeated idempotent sync request);
+    /// the sender is dropped at once if the run is not live.
+    Watch(Uuid, oneshot::Sender<RunRecord>),
     /// A run went `waiting` or back to `running` on its worker.
     Progress(RunProgress),
     /// A callback for a waiting node; `reply` hears the worker's verdict.
@@ -105,6 +108,34 @@ pub struct Stats {
     pub pending: AtomicUsize,
     pub live_workers: AtomicUsize,
     pub inflight: AtomicUsize,
+    /// Runs not yet ended, per workflow id (for the per-workflow limit).
+    pub per_workflow: std::sync::Mutex<HashMap<String, usize>>,
+}
+
+impl Stats {
+    pub fn live_runs_of(&self, workflow_id: &str) -> usize {
+        self.per_workflow
+            .lock()
+            .map(|m| m.get(workflow_id).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    fn add_run(&self, workflow_id: &str) {
+        if let Ok(mut m) = self.per_workflow.lock() {
+            *m.entry(workflow_id.to_string()).or_default() += 1;
+        }
+    }
+
+    fn end_run(&self, workflow_id: &str) {
+        if let Ok(mut m) = self.per_workflow.lock() {
+            if let Some(n) = m.get_mut(workflow_id) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(workflow_id);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -228,6 +259,7 @@ pub fn spawn(
             d.pending.push_back(record.id);
         }
         d.deadlines.push(Reverse((record.deadline_ms, record.id)));
+        d.stats.add_run(&record.workflow_id);
         d.runs.insert(
             record.id,
             LiveRun {
@@ -326,6 +358,11 @@ impl Dispatcher {
                 let _ = reply.send(list);
             }
             Cmd::Progress(p) => self.progress(p),
+            Cmd::Watch(run_id, waiter) => {
+                if let Some(run) = self.runs.get_mut(&run_id) {
+                    run.waiters.push(waiter);
+                }
+            }
             Cmd::Callback {
                 run_id,
                 node_id,
@@ -404,6 +441,7 @@ impl Dispatcher {
 
     fn submit(&mut self, s: Submission) {
         let id = s.record.id;
+        self.stats.add_run(&s.record.workflow_id);
         metrics::counter!(m::RUNS_STARTED, "workflow" => bounded_label("workflow", &s.record.workflow_id)).increment(1);
         self.deadlines.push(Reverse((s.record.deadline_ms, id)));
         self.runs.insert(
@@ -703,6 +741,7 @@ impl Dispatcher {
 
     fn complete(&mut self, run: LiveRun) {
         let rec = &run.record;
+        self.stats.end_run(&rec.workflow_id);
         let secs = rec
             .ended_at_ms
             .unwrap_or_else(now_ms)

@@ -14,10 +14,28 @@ pub struct Workflow {
     pub description: String,
     /// The draft: what the next deploy publishes.
     pub definition: WorkflowDefinition,
-    /// The newest deployed version, which runs use; none until deployed.
+    /// The newest version ever published; none until first deployed. It
+    /// stays set after an undeploy (see `deployed_version`).
     pub latest_version: Option<u32>,
+    /// Whether the endpoint is online: runs are accepted only when it is.
+    pub deployed: bool,
+    /// The version runs use; none when not deployed (never, or undeployed).
+    pub deployed_version: Option<u32>,
+    /// The switch: an inactive workflow cannot be run or triggered.
+    pub active: bool,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+}
+
+/// A draft saved before an import replaced it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DraftBackup {
+    pub id: String,
+    pub workflow_id: String,
+    /// Why it was saved (`import`).
+    pub reason: String,
+    pub definition: WorkflowDefinition,
+    pub created_at_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -41,6 +41,14 @@ pub enum ErrorCode {
     ModelError,
     Forbidden,
     EncryptionUnavailable,
+    OutputTooLarge,
+    ConcurrencyLimit,
+    IdempotencyKeyReused,
+    IdempotencyInProgress,
+    // Workflow lifecycle and archives.
+    WorkflowDeployed,
+    WorkflowInactive,
+    InvalidArchive,
 }
 
 impl ErrorCode {
@@ -78,6 +86,13 @@ impl ErrorCode {
             ErrorCode::ModelError => "model_error",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::EncryptionUnavailable => "encryption_unavailable",
+            ErrorCode::OutputTooLarge => "output_too_large",
+            ErrorCode::ConcurrencyLimit => "concurrency_limit",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::IdempotencyInProgress => "idempotency_in_progress",
+            ErrorCode::WorkflowDeployed => "workflow_deployed",
+            ErrorCode::WorkflowInactive => "workflow_inactive",
+            ErrorCode::InvalidArchive => "invalid_archive",
         }
     }
 
@@ -94,7 +109,10 @@ impl ErrorCode {
             ErrorCode::Conflict | ErrorCode::NotDeployed | ErrorCode::EncryptionUnavailable => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::QueueFull => 429,
+            ErrorCode::QueueFull | ErrorCode::ConcurrencyLimit => 429,
+            ErrorCode::IdempotencyKeyReused | ErrorCode::IdempotencyInProgress => 409,
+            ErrorCode::WorkflowDeployed | ErrorCode::WorkflowInactive => 409,
+            ErrorCode::InvalidArchive => 400,
             ErrorCode::NoWorkers | ErrorCode::ShuttingDown => 503,
             ErrorCode::SyncTimeout | ErrorCode::TimedOut => 504,
             _ => 500,

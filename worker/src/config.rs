@@ -29,6 +29,9 @@ pub struct WorkerConfig {
     pub script_concurrency: usize,
     /// Where `/metrics`, `/healthz` and `/readyz` listen; empty = off.
     pub metrics_addr: String,
+    /// Largest run output (JSON bytes); a larger one fails the run with
+    /// `output_too_large`.
+    pub max_output_bytes: usize,
     /// Honour the `fault` field of nodes (panic, hang). For tests and chaos
     /// runs only.
     pub fault_injection: bool,
@@ -52,6 +55,7 @@ impl Default for WorkerConfig {
             script_memory_limit_bytes: 64 * 1024 * 1024,
             script_concurrency: 0,
             metrics_addr: "0.0.0.0:9091".into(),
+            max_output_bytes: 1024 * 1024,
             fault_injection: false,
             log_json: false,
             otlp_endpoint: String::new(),

@@ -116,6 +116,7 @@ pub async fn run_with(
             },
         )),
         fault_injection: config.fault_injection,
+        max_output_bytes: config.max_output_bytes,
         http: reqwest::Client::builder()
             .user_agent(concat!("weft-worker/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(256)

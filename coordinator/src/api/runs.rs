@@ -66,6 +66,18 @@ pub async fn start(
         ));
     }
     let deployed = st.deployed(&id).await?;
+    let input_bytes = serde_json::to_vec(&body.input)
+        .map(|v| v.len())
+        .unwrap_or(0);
+    if input_bytes > st.config.max_input_bytes {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "input is {input_bytes} bytes; the limit is {} (max_input_bytes)",
+                st.config.max_input_bytes
+            ),
+        ));
+    }
     if let Err(fields) = deployed.plan.check_input(&body.input) {
         let names: Vec<&str> = fields
             .iter()
@@ -108,6 +120,38 @@ pub async fn start(
         ));
     }
 
+    let limit = st.config.max_concurrent_runs_per_workflow;
+    if limit > 0 && stats.live_runs_of(&id) >= limit {
+        return Err(reject(
+            "concurrency_limit",
+            ApiError::new(
+                ErrorCode::ConcurrencyLimit,
+                format!("this workflow already has {limit} runs in flight (max_concurrent_runs_per_workflow); retry later"),
+            )
+            .retry_after(1),
+        ));
+    }
+
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_string))
+        .transpose()
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                "Idempotency-Key must be visible ASCII",
+            )
+        })?;
+    if idempotency_key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > 255)
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "Idempotency-Key must be 1 to 255 characters",
+        ));
+    }
+
     let now = now_ms();
     let deadline_ms = now + deployed.definition.timeout_ms;
     let record = RunRecord::new(
@@ -119,6 +163,23 @@ pub async fn start(
         deadline_ms,
     );
     let run_id = record.id;
+    if let Some(key) = &idempotency_key {
+        let hash = request_hash(sync, &record.input);
+        if let Some((first, first_hash)) = st
+            .store
+            .claim_idempotency(&id, key, run_id, &hash, st.config.idempotency_retention_ms)
+            .await?
+        {
+            if first_hash != hash {
+                return Err(ApiError::new(
+                    ErrorCode::IdempotencyKeyReused,
+                    "this Idempotency-Key was used for a different request (input or mode) to this workflow",
+                )
+                .details(json!({"run_id": first})));
+            }
+            return replay(&st, first, sync, deadline_ms).await;
+        }
+    }
     let env = std::sync::Arc::new(st.run_env(&id, &deployed.env_refs).await?);
     // The caller's trace continues through the run; a run without one starts its own.
     let trace = headers
@@ -170,6 +231,60 @@ pub async fn start(
             "the run did not finish within the sync timeout; poll its status URL",
         )
         .details(json!({"run_id": run_id, "status_url": status_url}))),
+    }
+}
+
+/// What makes two requests with the same Idempotency-Key the same request.
+fn request_hash(sync: bool, input: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(if sync { b"sync:" as &[u8] } else { b"async:" });
+    h.update(input.to_string().as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Answers a repeated request with the run the key first started.
+async fn replay(st: &St, run_id: Uuid, sync: bool, deadline_ms: u64) -> Result<Response, ApiError> {
+    let status_url = format!("/v1/runs/{run_id}");
+    let replayed = [("idempotent-replayed", "true")];
+    if sync {
+        // Still running: wait for it like the first caller does.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        st.dispatch.send(Cmd::Watch(run_id, tx));
+        let wait = Duration::from_millis(
+            (deadline_ms.saturating_sub(now_ms()) + st.config.deadline_grace_ms + 1_000)
+                .min(st.config.sync_timeout_ms),
+        );
+        if let Ok(Ok(rec)) = tokio::time::timeout(wait, rx).await {
+            return Ok((replayed, Json(rec)).into_response());
+        }
+    }
+    // The first request may still be writing its run: give it a moment.
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(rec) = st.store.get_run(run_id).await? {
+            return Ok(if sync && rec.status.is_terminal() {
+                (replayed, Json(rec)).into_response()
+            } else {
+                let body =
+                    json!({"run_id": run_id, "status": rec.status, "status_url": status_url});
+                (
+                    StatusCode::ACCEPTED,
+                    [("location", status_url.clone())],
+                    replayed,
+                    Json(body),
+                )
+                    .into_response()
+            });
+        }
+        if start.elapsed() > Duration::from_secs(2) {
+            return Err(ApiError::new(
+                ErrorCode::IdempotencyInProgress,
+                "the first request with this Idempotency-Key is still being accepted; retry",
+            )
+            .retry_after(1));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

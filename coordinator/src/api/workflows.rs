@@ -24,14 +24,33 @@ fn invalid(errors: Vec<ValidationError>) -> ApiError {
     .details(json!({"errors": errors}))
 }
 
-fn check(body: &Value) -> Result<WorkflowDefinition, ApiError> {
-    parse_and_validate(body)
-        .map(|(def, _)| def)
-        .map_err(invalid)
+/// Validates a definition, and the coordinator's limits on it.
+fn check(st: &St, body: &Value) -> Result<WorkflowDefinition, ApiError> {
+    let max = st.config.max_nodes;
+    let too_many = |n: usize| ValidationError {
+        node_id: None,
+        code: "too_many_nodes",
+        message: format!("the workflow has {n} nodes; the limit is {max} (max_nodes)"),
+    };
+    match parse_and_validate(body) {
+        Ok((def, _)) if def.nodes.len() > max => Err(invalid(vec![too_many(def.nodes.len())])),
+        Ok((def, _)) => Ok(def),
+        Err(mut errors) => {
+            let n = body
+                .get("nodes")
+                .and_then(|v| v.as_array())
+                .map(|a| a.len())
+                .unwrap_or(0);
+            if n > max {
+                errors.push(too_many(n));
+            }
+            Err(invalid(errors))
+        }
+    }
 }
 
 pub async fn create(st: St, ApiJson(body): ApiJson<Value>) -> Result<impl IntoResponse, ApiError> {
-    let def = check(&body)?;
+    let def = check(&st, &body)?;
     let wf = st.store.create_workflow(&def).await?;
     tracing::info!(workflow_id = %wf.id, name = %wf.name, "workflow created");
     Ok((
@@ -41,8 +60,11 @@ pub async fn create(st: St, ApiJson(body): ApiJson<Value>) -> Result<impl IntoRe
     ))
 }
 
-pub async fn validate(ApiJson(body): ApiJson<Value>) -> Result<impl IntoResponse, ApiError> {
-    check(&body)?;
+pub async fn validate(
+    st: St,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<impl IntoResponse, ApiError> {
+    check(&st, &body)?;
     Ok(Json(json!({"valid": true, "errors": []})))
 }
 
@@ -76,7 +98,7 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let def = check(&body)?;
+    let def = check(&st, &body)?;
     let wf = st
         .store
         .update_workflow(&id, &def)

@@ -7,6 +7,7 @@
 //! that need durability (an async run before its 202, a result before its ack)
 //! wait for their batch to commit; others only enqueue.
 
+mod lifecycle;
 mod writer;
 
 use crate::model::{EnvVarRow, RunRecord, Workflow, WorkflowVersion};
@@ -22,6 +23,7 @@ use uuid::Uuid;
 use weft_shared::model::{ModelRun, RunStatus, WorkflowDefinition};
 use weft_shared::time::now_ms;
 
+pub use lifecycle::{DeleteOutcome, EnvWrite};
 pub use writer::WriteError;
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +123,9 @@ impl Store {
             description: def.description.clone(),
             definition: def.clone(),
             latest_version: None,
+            deployed: false,
+            deployed_version: None,
+            active: true,
             created_at_ms: now as u64,
             updated_at_ms: now as u64,
         })
@@ -172,22 +177,41 @@ impl Store {
         self.get_workflow(id).await
     }
 
-    /// Deletes a workflow and its versions; its runs stay. False if absent.
-    pub async fn delete_workflow(&self, id: &str) -> Result<bool, StoreError> {
+    /// Deletes a workflow, its versions and draft backups, unless it is
+    /// deployed (checked in the same transaction); its runs stay.
+    pub async fn delete_workflow(&self, id: &str) -> Result<DeleteOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM workflows WHERE id = ? AND deployed_version IS NULL")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            let exists = sqlx::query("SELECT 1 FROM workflows WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            return Ok(if exists {
+                DeleteOutcome::Deployed
+            } else {
+                DeleteOutcome::NotFound
+            });
+        }
         sqlx::query("DELETE FROM workflow_versions WHERE workflow_id = ?")
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        let done = sqlx::query("DELETE FROM workflows WHERE id = ?")
+        sqlx::query("DELETE FROM draft_backups WHERE workflow_id = ?")
             .bind(id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok(DeleteOutcome::Deleted)
     }
 
-    /// Publishes the draft as the next immutable version. `None` if absent.
+    /// Publishes the draft as the next immutable version and makes it the
+    /// deployed one (a redeploy, or a deploy after an undeploy, is the same
+    /// step). `None` if absent.
     pub async fn deploy(&self, id: &str) -> Result<Option<WorkflowVersion>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query("SELECT definition, latest_version FROM workflows WHERE id = ?")
@@ -205,11 +229,13 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE workflows SET latest_version = ? WHERE id = ?")
-            .bind(version)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE workflows SET latest_version = ?1, deployed_version = ?1 WHERE id = ?2",
+        )
+        .bind(version)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Some(WorkflowVersion {
             workflow_id: id.to_string(),
@@ -299,6 +325,74 @@ impl Store {
             .map(model_run_from_row)
             .collect::<Result<_, _>>()?;
         Ok(Some(run))
+    }
+
+    // ---- idempotency keys -----------------------------------------------
+
+    /// Claims `key` for `run_id`, or returns the run and request hash that
+    /// claimed it first within `retention_ms`. Durable when it returns.
+    pub async fn claim_idempotency(
+        &self,
+        workflow_id: &str,
+        key: &str,
+        run_id: Uuid,
+        request_hash: &str,
+        retention_ms: u64,
+    ) -> Result<Option<(Uuid, String)>, StoreError> {
+        let now = now_ms() as i64;
+        let mut tx = self.pool.begin().await?;
+        // Expired claims no longer count.
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE workflow_id = ? AND key = ? AND created_at_ms < ?",
+        )
+        .bind(workflow_id)
+        .bind(key)
+        .bind(now - retention_ms as i64)
+        .execute(&mut *tx)
+        .await?;
+        let inserted = sqlx::query(
+            "INSERT OR IGNORE INTO idempotency_keys (workflow_id, key, run_id, request_hash, created_at_ms) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(workflow_id)
+        .bind(key)
+        .bind(run_id.to_string())
+        .bind(request_hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let existing = if inserted {
+            None
+        } else {
+            let row = sqlx::query("SELECT run_id, request_hash FROM idempotency_keys WHERE workflow_id = ? AND key = ?")
+                .bind(workflow_id)
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?;
+            let id: String = row.try_get("run_id")?;
+            Some((
+                Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                row.try_get("request_hash")?,
+            ))
+        };
+        tx.commit().await?;
+        Ok(existing)
+    }
+
+    /// Drops a claim whose run was never recorded (the coordinator stopped
+    /// between the claim and the run's write).
+    pub async fn release_idempotency(
+        &self,
+        workflow_id: &str,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE workflow_id = ? AND key = ?")
+            .bind(workflow_id)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     // ---- environment variables ------------------------------------------
@@ -500,12 +594,18 @@ fn opt_json<T: serde::de::DeserializeOwned>(s: Option<String>) -> Result<Option<
 
 fn workflow_from_row(r: &SqliteRow) -> Result<Workflow, StoreError> {
     let latest: i64 = r.try_get("latest_version")?;
+    let deployed_version = r
+        .try_get::<Option<i64>, _>("deployed_version")?
+        .map(|v| v as u32);
     Ok(Workflow {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
         description: r.try_get("description")?,
         definition: from_json(&r.try_get::<String, _>("definition")?)?,
         latest_version: (latest > 0).then_some(latest as u32),
+        deployed: deployed_version.is_some(),
+        deployed_version,
+        active: r.try_get::<bool, _>("active")?,
         created_at_ms: r.try_get::<i64, _>("created_at_ms")? as u64,
         updated_at_ms: r.try_get::<i64, _>("updated_at_ms")? as u64,
     })

@@ -405,7 +405,20 @@ impl Handler<NodeFinished> for RunActor {
                 self.steps
                     .insert(node_id, json!({"output": out.value.clone()}));
                 if msg.idx == self.plan.output {
-                    self.finish(RunStatus::Succeeded, Some(out.value), None, ctx);
+                    let size = serde_json::to_vec(&out.value).map(|v| v.len()).unwrap_or(0);
+                    if size > self.env.max_output_bytes {
+                        let err = RunError::new(
+                            ErrorCode::OutputTooLarge,
+                            format!(
+                                "the output is {size} bytes; the limit is {} (max_output_bytes)",
+                                self.env.max_output_bytes
+                            ),
+                        )
+                        .at_node(&self.plan.nodes[msg.idx].id);
+                        self.finish(RunStatus::Failed, None, Some(err), ctx);
+                    } else {
+                        self.finish(RunStatus::Succeeded, Some(out.value), None, ctx);
+                    }
                     return;
                 }
                 self.resolve(msg.idx, out.branch.as_deref(), true, ctx);

@@ -92,6 +92,8 @@ pub struct NodeEnv {
     /// Bounds scripts running at once on blocking threads.
     pub script_permits: Arc<Semaphore>,
     pub fault_injection: bool,
+    /// Largest run output accepted.
+    pub max_output_bytes: usize,
     /// One HTTP client (connection pools) for API and AI nodes.
     pub http: reqwest::Client,
 }
