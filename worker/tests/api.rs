@@ -179,6 +179,11 @@ async fn workflow_crud_and_deploy() {
 
     let (_, list) = c.get("/v1/workflows").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    // Only an undeployed workflow can be deleted (see tests/platform.rs).
+    let (s, _) = c
+        .post(&format!("/v1/workflows/{id}/undeploy"), &json!({}))
+        .await;
+    assert_eq!(s, 200);
     let r = c
         .http
         .delete(c.url(&format!("/v1/workflows/{id}")))

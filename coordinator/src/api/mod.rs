@@ -8,8 +8,14 @@
 //! | `GET /v1/workflows` | list |
 //! | `POST /v1/workflows/validate` | check a definition without saving it |
 //! | `GET/PUT/DELETE /v1/workflows/{id}` | read, replace the draft, delete |
-//! | `POST /v1/workflows/{id}/deploy` | publish the draft as the next version |
+//! | `POST /v1/workflows/{id}/deploy` | publish the draft as the next version (redeploy: the same) |
+//! | `POST /v1/workflows/{id}/undeploy` | take the endpoint offline (runs in flight finish) |
+//! | `POST /v1/workflows/{id}/activate`, `…/deactivate` | the active switch |
 //! | `GET /v1/workflows/{id}/versions` | deployed versions |
+//! | `GET /v1/workflows/{id}/export?version=N\|draft` | a version as a zip |
+//! | `POST /v1/workflows/import`, `POST /v1/workflows/{id}/import` | a zip as a new workflow, or as a new draft |
+//! | `GET /v1/workflows/{id}/backups` | drafts an import replaced |
+//! | `GET /v1/templates`, `GET /v1/templates/{id}`, `POST /v1/workflows/from-template/{id}` | built-in templates |
 //! | `POST /v1/workflows/{id}/runs?mode=sync\|async` | run the newest version |
 //! | `GET /v1/runs`, `GET /v1/runs/{id}` | runs (filters: `workflow_id`, `status`, `trigger`, `from_ms`, `to_ms`) |
 //! | `GET /v1/workflows/{id}/monitor` | totals, P50/P90/P99, failure rate (same filters) |
@@ -22,9 +28,11 @@
 mod callbacks;
 mod env;
 pub mod error;
+pub mod export;
 mod monitor;
 mod runs;
 mod system;
+mod templates;
 mod workflows;
 
 use crate::dispatch::DispatchHandle;
@@ -38,7 +46,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use error::ApiError;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use weft_shared::error::ErrorCode;
@@ -46,6 +54,41 @@ use weft_shared::model::WorkflowDefinition;
 use weft_shared::secret::SecretString;
 use weft_shared::validate::Plan;
 use weft_shared::wire::EnvValue;
+
+/// Whether a workflow can be run now, cached for the run hot path: its
+/// deployed version, or why its runs are refused.
+#[derive(Clone)]
+enum Gate {
+    Open(Arc<Deployed>),
+    Closed(Refusal),
+}
+
+#[derive(Clone, Copy)]
+enum Refusal {
+    NeverDeployed,
+    Undeployed,
+    Inactive,
+}
+
+impl Refusal {
+    fn error(self, workflow_id: &str) -> ApiError {
+        let e = match self {
+            Refusal::NeverDeployed => ApiError::new(
+                ErrorCode::NotDeployed,
+                "workflow has no deployed version; deploy it first",
+            ),
+            Refusal::Undeployed => ApiError::new(
+                ErrorCode::NotDeployed,
+                "workflow was undeployed and its endpoint is offline; deploy it again to run it",
+            ),
+            Refusal::Inactive => ApiError::new(
+                ErrorCode::WorkflowInactive,
+                format!("workflow is inactive; activate it (POST /v1/workflows/{workflow_id}/activate) to run it"),
+            ),
+        };
+        e.details(serde_json::json!({"workflow_id": workflow_id}))
+    }
+}
 
 /// A deployed version, validated once and kept for the run hot path.
 pub struct Deployed {
@@ -63,8 +106,12 @@ pub struct AppState {
     pub nats: async_nats::Client,
     /// Set on the first shutdown signal: new runs are refused.
     pub shutting_down: AtomicBool,
-    /// Newest deployed version per workflow id.
-    deployed: RwLock<HashMap<String, Arc<Deployed>>>,
+    /// Per workflow id: the deployed version runs use, or why runs are
+    /// refused (not deployed, undeployed, inactive).
+    deployed: RwLock<HashMap<String, Gate>>,
+    /// Bumped by every [`AppState::forget`]: a load from the store that began
+    /// before it does not cache what it read, which may be stale.
+    deployed_epoch: AtomicU64,
     /// Seals and opens secure variables.
     pub crypto: crate::secrets::Crypto,
     /// Variables per workflow id (as stored: secure ones still sealed).
@@ -86,6 +133,7 @@ impl AppState {
             nats,
             shutting_down: AtomicBool::new(false),
             deployed: RwLock::new(HashMap::new()),
+            deployed_epoch: AtomicU64::new(0),
             crypto,
             env: RwLock::new(HashMap::new()),
         }
@@ -128,58 +176,76 @@ impl AppState {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
-    /// The newest deployed version of a workflow, from cache or store.
+    /// The version a run of this workflow uses, from cache or store; or the
+    /// refusal: 404 for no such workflow, 409 `workflow_inactive` when it is
+    /// switched off, 409 `not_deployed` when it was never deployed or was
+    /// undeployed. Every run request goes through here, so a lifecycle change
+    /// followed by [`AppState::forget`] takes effect for the next request;
+    /// runs already accepted are not affected.
     pub async fn deployed(&self, workflow_id: &str) -> Result<Arc<Deployed>, ApiError> {
-        if let Some(d) = self
+        let cached = self
             .deployed
             .read()
             .ok()
-            .and_then(|m| m.get(workflow_id).cloned())
-        {
-            return Ok(d);
+            .and_then(|m| m.get(workflow_id).cloned());
+        let gate = match cached {
+            Some(g) => g,
+            None => self.load_gate(workflow_id).await?,
+        };
+        match gate {
+            Gate::Open(d) => Ok(d),
+            Gate::Closed(r) => Err(r.error(workflow_id)),
         }
+    }
+
+    async fn load_gate(&self, workflow_id: &str) -> Result<Gate, ApiError> {
+        let epoch = self.deployed_epoch.load(Ordering::SeqCst);
         let wf = self
             .store
             .get_workflow(workflow_id)
             .await?
             .ok_or_else(|| ApiError::not_found("workflow"))?;
-        let Some(version) = wf.latest_version else {
-            return Err(ApiError::new(
-                ErrorCode::NotDeployed,
-                "workflow has no deployed version; deploy it first",
-            ));
+        let gate = match (wf.active, wf.deployed_version) {
+            (false, _) => Gate::Closed(Refusal::Inactive),
+            (true, None) if wf.latest_version.is_some() => Gate::Closed(Refusal::Undeployed),
+            (true, None) => Gate::Closed(Refusal::NeverDeployed),
+            (true, Some(version)) => {
+                let v = self
+                    .store
+                    .get_version(workflow_id, version)
+                    .await?
+                    .ok_or_else(|| ApiError::internal("deployed version missing"))?;
+                Gate::Open(Self::prepare(version, v.definition)?)
+            }
         };
-        let v = self
-            .store
-            .get_version(workflow_id, version)
-            .await?
-            .ok_or_else(|| ApiError::internal("deployed version missing"))?;
-        self.remember(workflow_id, version, v.definition)
+        if let Ok(mut m) = self.deployed.write() {
+            // Checked under the lock `forget` bumps it under.
+            if self.deployed_epoch.load(Ordering::SeqCst) == epoch {
+                m.insert(workflow_id.to_string(), gate.clone());
+            }
+        }
+        Ok(gate)
     }
 
-    pub fn remember(
-        &self,
-        workflow_id: &str,
-        version: u32,
-        def: WorkflowDefinition,
-    ) -> Result<Arc<Deployed>, ApiError> {
+    /// Validates a deployed definition once and keeps what runs need.
+    fn prepare(version: u32, def: WorkflowDefinition) -> Result<Arc<Deployed>, ApiError> {
         let plan = weft_shared::validate::validate(&def)
             .map_err(|_| ApiError::internal("a deployed version no longer validates"))?;
         let env_refs = weft_shared::validate::env_refs(&def).into_iter().collect();
-        let d = Arc::new(Deployed {
+        Ok(Arc::new(Deployed {
             version,
             definition: Arc::new(def),
             plan: Arc::new(plan),
             env_refs,
-        });
-        if let Ok(mut m) = self.deployed.write() {
-            m.insert(workflow_id.to_string(), d.clone());
-        }
-        Ok(d)
+        }))
     }
 
+    /// Drops what is cached about a workflow's deployment: call it after
+    /// every change to its lifecycle (deploy, undeploy, the active switch,
+    /// delete), once the change is committed.
     pub fn forget(&self, workflow_id: &str) {
         if let Ok(mut m) = self.deployed.write() {
+            self.deployed_epoch.fetch_add(1, Ordering::SeqCst);
             m.remove(workflow_id);
         }
     }
@@ -224,7 +290,20 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .delete(workflows::delete),
         )
         .route("/v1/workflows/{id}/deploy", post(workflows::deploy))
+        .route("/v1/workflows/{id}/undeploy", post(workflows::undeploy))
+        .route("/v1/workflows/{id}/activate", post(workflows::activate))
+        .route("/v1/workflows/{id}/deactivate", post(workflows::deactivate))
         .route("/v1/workflows/{id}/versions", get(workflows::versions))
+        .route("/v1/workflows/{id}/export", get(export::export))
+        .route("/v1/workflows/import", post(export::import_new))
+        .route("/v1/workflows/{id}/import", post(export::import_into))
+        .route("/v1/workflows/{id}/backups", get(export::backups))
+        .route(
+            "/v1/workflows/from-template/{template_id}",
+            post(templates::create_from),
+        )
+        .route("/v1/templates", get(templates::list))
+        .route("/v1/templates/{id}", get(templates::get))
         .route("/v1/workflows/{id}/monitor", get(monitor::monitor))
         .route("/v1/workflows/{id}/runs", post(runs::start))
         .route("/v1/workflows/{id}/env", post(env::create).get(env::list))

@@ -1,7 +1,12 @@
-//! Workflow CRUD, validation and deploy.
+//! Workflow CRUD, validation, and the lifecycle: deploy (and redeploy),
+//! undeploy, the active switch. Runs are gated in
+//! [`super::AppState::deployed`]; each change here is followed by
+//! [`super::AppState::forget`] so the next run request sees it.
 
 use super::error::{ApiError, ApiJson, ApiQuery};
 use super::{page_limit, St};
+use crate::model::Workflow;
+use crate::store::DeleteOutcome;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -12,7 +17,7 @@ use weft_shared::error::ErrorCode;
 use weft_shared::model::WorkflowDefinition;
 use weft_shared::validate::{parse_and_validate, ValidationError};
 
-fn invalid(errors: Vec<ValidationError>) -> ApiError {
+pub(super) fn invalid(errors: Vec<ValidationError>) -> ApiError {
     let n = errors.len();
     ApiError::new(
         ErrorCode::InvalidDefinition,
@@ -25,7 +30,7 @@ fn invalid(errors: Vec<ValidationError>) -> ApiError {
 }
 
 /// Validates a definition, and the coordinator's limits on it.
-fn check(st: &St, body: &Value) -> Result<WorkflowDefinition, ApiError> {
+pub(super) fn check(st: &St, body: &Value) -> Result<WorkflowDefinition, ApiError> {
     let max = st.config.max_nodes;
     let too_many = |n: usize| ValidationError {
         node_id: None,
@@ -108,9 +113,21 @@ pub async fn update(
     Ok(Json(wf))
 }
 
+/// Deletes a workflow that is not deployed; a deployed one is refused with
+/// 409 `workflow_deployed`.
 pub async fn delete(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
-    if !st.store.delete_workflow(&id).await? {
-        return Err(ApiError::not_found("workflow"));
+    match st.store.delete_workflow(&id).await? {
+        DeleteOutcome::Deleted => {}
+        DeleteOutcome::NotFound => return Err(ApiError::not_found("workflow")),
+        DeleteOutcome::Deployed => {
+            return Err(ApiError::new(
+                ErrorCode::WorkflowDeployed,
+                format!(
+                    "workflow is deployed; undeploy it first (POST /v1/workflows/{id}/undeploy)"
+                ),
+            )
+            .details(json!({"workflow_id": id})));
+        }
     }
     st.forget(&id);
     tracing::info!(workflow_id = %id, "workflow deleted");
@@ -123,16 +140,54 @@ pub async fn deploy(st: St, Path(id): Path<String>) -> Result<impl IntoResponse,
         .get_workflow(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("workflow"))?;
-    // Drafts are validated on save, but validation may have grown stricter.
-    weft_shared::validate::validate(&wf.definition).map_err(invalid)?;
+    // Drafts are validated on save, but validation (or the coordinator's
+    // limits, such as `max_nodes`) may have grown stricter since.
+    let draft = serde_json::to_value(&wf.definition).map_err(ApiError::internal)?;
+    check(&st, &draft)?;
     let v = st
         .store
         .deploy(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("workflow"))?;
-    st.remember(&id, v.version, v.definition.clone())?;
+    st.forget(&id);
     tracing::info!(workflow_id = %id, version = v.version, "workflow deployed");
     Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// Takes the endpoint offline at once: new run requests get 409
+/// `not_deployed`; runs already accepted finish. Versions are kept, and a
+/// later deploy brings the endpoint back. Idempotent.
+pub async fn undeploy(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let wf = st
+        .store
+        .undeploy(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("workflow"))?;
+    st.forget(&id);
+    tracing::info!(workflow_id = %id, "workflow undeployed");
+    Ok(Json(wf))
+}
+
+/// The active switch on: runs are accepted again (if deployed). Idempotent.
+pub async fn activate(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    set_active(st, id, true).await
+}
+
+/// The active switch off: run requests get 409 `workflow_inactive`, deployed
+/// or not; runs already accepted finish. Idempotent.
+pub async fn deactivate(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    set_active(st, id, false).await
+}
+
+async fn set_active(st: St, id: String, active: bool) -> Result<Json<Workflow>, ApiError> {
+    let wf = st
+        .store
+        .set_active(&id, active)
+        .await?
+        .ok_or_else(|| ApiError::not_found("workflow"))?;
+    st.forget(&id);
+    tracing::info!(workflow_id = %id, active, "workflow active switch set");
+    Ok(Json(wf))
 }
 
 pub async fn versions(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {

@@ -90,6 +90,36 @@ impl Cluster {
         c
     }
 
+    /// A cluster around a coordinator started elsewhere (e.g. as a process).
+    pub async fn attach(nats: NatsServer, base: String) -> Cluster {
+        weft_shared::testutil::init_test_logging();
+        weft_shared::telemetry::install_crypto_provider();
+        let c = Cluster {
+            nats,
+            http: reqwest::Client::new(),
+            base,
+            coordinator: None,
+            coordinator_config: CoordinatorConfig::default(),
+            workers: Vec::new(),
+            processes: Vec::new(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        c.wait_healthy().await;
+        c
+    }
+
+    /// Waits until the coordinator answers `/healthz`.
+    pub async fn wait_healthy(&self) {
+        let start = Instant::now();
+        while self.http.get(self.url("/healthz")).send().await.is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "coordinator did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn start_coordinator(&mut self) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         self.base = format!("http://{}", listener.local_addr().unwrap());
