@@ -1,12 +1,13 @@
 //! The JavaScript sandbox's compile check, shared by validation (coordinator)
 //! and execution (worker).
 //!
-//! A script is the body of a function of one argument, `ctx`, in strict mode.
-//! It is wrapped as the default export of a module and compiled with
-//! QuickJS's compile-only flag, so validating a script runs none of it — not
-//! even text that closes the function early and adds code around it. (QuickJS's
-//! `Function` constructor would not do: it builds source text and evaluates
-//! it.) At run time that same module is evaluated inside the sandbox.
+//! A script is the body of a function of one argument, `ctx`, in strict mode:
+//! `(function (ctx) { <code> })`. Validation compiles that expression as a
+//! module's default export with QuickJS's compile-only flag, so it runs none of
+//! the script (QuickJS's `Function` constructor would not do: it builds source
+//! text and evaluates it); text that closes the function early lands inside the
+//! parentheses and is a syntax error. At run time the same expression is
+//! evaluated in a reused, locked-down context (see `LOCKDOWN`).
 //!
 //! The sandbox: an rquickjs runtime with the ECMAScript built-ins only — no
 //! `std`/`os` modules, no `require`, no `fetch`, no filesystem, network or
@@ -65,8 +66,12 @@ fn new_runtime(
     Ok(rt)
 }
 
+/// The check's form of a script: the same parenthesised function expression
+/// that [`run`] evaluates, as a module's default export so it can be compiled
+/// without running. Text that tries to close the function early ends up
+/// inside the parentheses and is a syntax error in both.
 fn wrap(code: &str) -> String {
-    format!("export default function (ctx) {{\n{code}\n}}\n")
+    format!("export default (function (ctx) {{\n{code}\n}});\n")
 }
 
 fn exception_text(ctx: &Ctx<'_>, err: rquickjs::Error) -> String {
@@ -89,16 +94,6 @@ fn exception_text(ctx: &Ctx<'_>, err: rquickjs::Error) -> String {
         return "unknown exception".into();
     }
     err.to_string()
-}
-
-/// Compiles and evaluates the module, returning its function. Evaluating
-/// the module only defines the function, unless the text added code around it,
-/// which then runs here, inside the sandbox, like the body would.
-fn instantiate<'js>(ctx: &Ctx<'js>, code: &str) -> Result<Function<'js>, rquickjs::Error> {
-    let declared = Module::declare(ctx.clone(), "script", wrap(code))?;
-    let (module, promise) = declared.eval()?;
-    promise.finish::<()>()?;
-    module.get("default")
 }
 
 /// Checks that `code` compiles as a function body. Runs none of it.
@@ -134,19 +129,100 @@ fn check_counting(code: &str) -> (Result<(), String>, usize) {
 /// of memory too: a rare case, and one that is still a clean failure.
 const NULL_EXCEPTION: &str = "null";
 
+/// Freezes the global object and everything reachable from it (every
+/// intrinsic and its prototype), once per sandbox: a script can then change
+/// nothing another script would see, so one sandbox can serve many runs.
+const LOCKDOWN: &str = r#"(() => {
+  const seen = new Set();
+  const freeze = (o) => {
+    if (o === null || (typeof o !== "object" && typeof o !== "function") || seen.has(o)) return;
+    seen.add(o);
+    Object.freeze(o);
+    for (const k of Reflect.ownKeys(o)) {
+      const d = Object.getOwnPropertyDescriptor(o, k);
+      if (!d) continue;
+      if ("value" in d) freeze(d.value);
+      if (d.get) freeze(d.get);
+      if (d.set) freeze(d.set);
+    }
+    freeze(Object.getPrototypeOf(o));
+  };
+  freeze(globalThis);
+})();"#;
+
+/// Runs one sandbox serves before it is replaced (bounds slow leaks).
+const MAX_USES: u32 = 10_000;
+
+/// A runtime and a locked-down context, kept by one blocking thread.
+/// Building a full context (every intrinsic) costs far more than running a
+/// typical script, so it is done once per thread, not once per run.
+struct Sandbox {
+    // Field order matters: the context must drop before its runtime.
+    context: Context,
+    rt: Runtime,
+    uses: u32,
+}
+
+thread_local! {
+    static SANDBOX: std::cell::RefCell<Option<Sandbox>> = const { std::cell::RefCell::new(None) };
+}
+
+fn fresh_sandbox() -> Result<Sandbox, ScriptError> {
+    let fail = |e: rquickjs::Error| ScriptError::Runtime(e.to_string());
+    let rt = Runtime::new().map_err(fail)?;
+    rt.set_max_stack_size(STACK_LIMIT);
+    let context = Context::full(&rt).map_err(fail)?;
+    context.with(|ctx| ctx.eval::<(), _>(LOCKDOWN).map_err(|e| ScriptError::Runtime(exception_text(&ctx, e))))?;
+    Ok(Sandbox { context, rt, uses: 0 })
+}
+
 /// Runs `code` with `ctx_json` as its argument and returns its result as JSON
 /// text (`null` for `undefined`). Blocking: call it off the async threads.
+///
+/// Each thread reuses one sandbox (see [`LOCKDOWN`]); the memory limit is set
+/// above what the sandbox already holds, the interrupt handler is this run's,
+/// and a sandbox that ran out of memory or was interrupted is thrown away.
 pub fn run(code: &str, ctx_json: &str, limits: &Limits) -> Result<String, ScriptError> {
-    let rt = new_runtime(
-        limits.memory_bytes,
-        limits.deadline,
-        limits.cancel.clone(),
-        Arc::new(AtomicUsize::new(0)),
-    )?;
-    let context = Context::full(&rt).map_err(|e| ScriptError::Runtime(e.to_string()))?;
+    SANDBOX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|s| s.uses >= MAX_USES) {
+            *slot = None;
+            *slot = Some(fresh_sandbox()?);
+        }
+        let sb = slot.as_mut().expect("set above");
+        sb.uses += 1;
+        let base = sb.rt.memory_usage().malloc_size.max(0) as usize;
+        sb.rt.set_memory_limit(base.saturating_add(limits.memory_bytes));
+        let (cancel, deadline) = (limits.cancel.clone(), limits.deadline);
+        sb.rt.set_interrupt_handler(Some(Box::new(move || {
+            cancel.load(Ordering::Relaxed) || Instant::now() >= deadline
+        })));
+        let result = execute(&sb.context, code, ctx_json, limits);
+        sb.rt.set_interrupt_handler(None);
+        sb.rt.set_memory_limit(usize::MAX);
+        sb.rt.run_gc();
+        if matches!(
+            result,
+            Err(ScriptError::OutOfMemory | ScriptError::Interrupted | ScriptError::Runtime(_))
+        ) {
+            *slot = None;
+        }
+        result
+    })
+}
+
+fn execute(context: &Context, code: &str, ctx_json: &str, limits: &Limits) -> Result<String, ScriptError> {
     let interrupted = || limits.cancel.load(Ordering::Relaxed) || Instant::now() >= limits.deadline;
-    let result = context.with(|ctx| {
-        let func = match instantiate(&ctx, code) {
+    context.with(|ctx| {
+        let opts = {
+            let mut o = rquickjs::context::EvalOptions::default();
+            o.strict = true;
+            o
+        };
+        // A function expression, evaluated in the frozen context. Text that
+        // closes the function early runs here, in the sandbox, like the body.
+        let source = format!("(function (ctx) {{\n{code}\n}})");
+        let func: Function = match ctx.eval_with_options(source, opts) {
             Ok(f) => f,
             Err(e @ rquickjs::Error::Exception) => {
                 let text = exception_text(&ctx, e);
@@ -178,9 +254,7 @@ pub fn run(code: &str, ctx_json: &str, limits: &Limits) -> Result<String, Script
             }
         };
         match ctx.json_stringify(value) {
-            Ok(Some(s)) => s
-                .to_string()
-                .map_err(|e| ScriptError::BadResult(e.to_string())),
+            Ok(Some(s)) => s.to_string().map_err(|e| ScriptError::BadResult(e.to_string())),
             Ok(None) => Ok("null".to_string()),
             Err(e) => {
                 let text = exception_text(&ctx, e);
@@ -191,8 +265,7 @@ pub fn run(code: &str, ctx_json: &str, limits: &Limits) -> Result<String, Script
                 }
             }
         }
-    });
-    result
+    })
 }
 
 #[cfg(test)]
@@ -221,25 +294,55 @@ mod tests {
     fn compile_check_runs_nothing() {
         assert!(check("return 1").is_ok());
         assert!(check("return (").is_err());
-        // Neither the body nor text that closes the function early and adds
-        // code around it is run by the check: no interrupt poll happens.
-        for code in [
-            "while(true){}",
-            "} while(true){} function f(){",
-            "} for(;;){} {",
-        ] {
-            let (result, polls) = check_counting(code);
-            assert!(result.is_ok(), "{code}: {result:?}");
+        let (result, polls) = check_counting("while(true){}");
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(polls, 0, "the body did not run during the check");
+        // Text that closes the function early is mostly a syntax error, and
+        // whatever compiles is never run by the check (at run time it runs
+        // inside the sandbox, under its deadline).
+        for code in ["} while(true){} function f(){", "} for(;;){} {"] {
+            assert!(check(code).is_err(), "{code} must not compile");
+        }
+        for code in ["} while(true){} function f(){", "}); while(true){} (function(){"] {
+            let (_, polls) = check_counting(code);
             assert_eq!(polls, 0, "{code} ran during the check");
         }
-        let (_, polls) = check_counting("}); while(true){} (function(){");
-        assert_eq!(polls, 0);
     }
 
     #[test]
-    fn code_added_around_the_function_still_runs_in_the_sandbox() {
+    fn no_state_leaks_between_scripts_on_one_sandbox() {
+        // The same thread reuses its sandbox: nothing a script does is seen by the next.
+        for attempt in [
+            "globalThis.leak = ctx.input",
+            "Array.prototype.leak = 1",
+            "Object.prototype.toString = () => 'pwned'",
+            "JSON.parse = () => 1",
+        ] {
+            let err = run(attempt, r#"{"input": "secret"}"#, &limits(1000)).unwrap_err();
+            assert!(matches!(err, ScriptError::Thrown(ref m) if m.contains("TypeError")), "{attempt}: {err:?}");
+        }
+        let out = run(
+            "return [typeof globalThis.leak, [].leak === undefined, String({}), JSON.parse('2')]",
+            "{}",
+            &limits(1000),
+        );
+        assert_eq!(out.unwrap(), r#"["undefined",true,"[object Object]",2]"#);
+        // Local state is per run.
+        assert_eq!(run("let n = 1; return n", "{}", &limits(1000)).unwrap(), "1");
+        assert_eq!(run("let n = 2; return n", "{}", &limits(1000)).unwrap(), "2");
+    }
+
+    #[test]
+    fn a_sandbox_is_replaced_after_running_out_of_memory() {
+        let err = run("let a = []; while (true) { a.push('x'.repeat(1024)); }", "{}", &limits(10_000)).unwrap_err();
+        assert_eq!(err, ScriptError::OutOfMemory);
+        assert_eq!(run("return 1 + 1", "{}", &limits(1000)).unwrap(), "2");
+    }
+
+    #[test]
+    fn code_that_closes_the_function_early_does_not_compile_at_run_time_either() {
         let err = run("} while(true){} function f(){", "{}", &limits(100)).unwrap_err();
-        assert_eq!(err, ScriptError::Interrupted);
+        assert!(matches!(err, ScriptError::Compile(_)), "{err:?}");
     }
 
     #[test]
