@@ -1,6 +1,12 @@
 //! `weft-coordinator`: parse flags, load config, start logging, run.
 
 use clap::Parser;
+
+/// mimalloc: the services allocate many small, short-lived objects across
+/// threads (messages, JSON, records), where it beats glibc's malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use serde::Serialize;
 use std::path::PathBuf;
 use weft_coordinator::CoordinatorConfig;

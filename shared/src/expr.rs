@@ -24,6 +24,7 @@ impl Expr {
     /// Compiles `source`, and refuses variables that are not in the context
     /// (a typo like `inptu.x` is caught here, not at run time).
     pub fn compile(source: &str) -> Result<Expr, String> {
+        check_shape(source)?;
         let program = std::panic::catch_unwind(|| cel::Program::compile(source))
             .map_err(|_| "the expression could not be parsed".to_string())?
             .map_err(|e| e.to_string().trim().to_string())?;
@@ -84,6 +85,57 @@ impl Expr {
     }
 }
 
+/// Longest expression accepted, in bytes.
+pub const MAX_EXPR_LEN: usize = 4_096;
+/// Deepest nesting of brackets, and most `.` selections, accepted. The CEL
+/// parser and evaluator recurse on both; without a bound a crafted expression
+/// overflows the stack, and a stack overflow cannot be caught.
+pub const MAX_EXPR_DEPTH: usize = 8;
+pub const MAX_EXPR_SELECTIONS: usize = 64;
+
+fn check_shape(source: &str) -> Result<(), String> {
+    if source.len() > MAX_EXPR_LEN {
+        return Err(format!(
+            "the expression is {} bytes; at most {MAX_EXPR_LEN}",
+            source.len()
+        ));
+    }
+    let (mut depth, mut max, mut dots) = (0usize, 0usize, 0usize);
+    let mut in_str: Option<char> = None;
+    let mut prev = ' ';
+    for c in source.chars() {
+        match in_str {
+            Some(q) => {
+                if c == q && prev != '\\' {
+                    in_str = None;
+                }
+            }
+            None => match c {
+                '"' | '\'' => in_str = Some(c),
+                '(' | '[' | '{' => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                ')' | ']' | '}' => depth = depth.saturating_sub(1),
+                '.' if !prev.is_ascii_digit() => dots += 1,
+                _ => {}
+            },
+        }
+        prev = c;
+    }
+    if max > MAX_EXPR_DEPTH {
+        return Err(format!(
+            "brackets nest {max} deep; at most {MAX_EXPR_DEPTH}"
+        ));
+    }
+    if dots > MAX_EXPR_SELECTIONS {
+        return Err(format!(
+            "{dots} field selections; at most {MAX_EXPR_SELECTIONS}"
+        ));
+    }
+    Ok(())
+}
+
 /// JSON → CEL. Whole numbers become `int` (CEL has no implicit conversion
 /// between `int` and `uint`, and users write `input.n * 2`); others `double`.
 fn to_cel(v: &Value) -> cel::Value {
@@ -124,6 +176,15 @@ mod tests {
         assert!(Expr::compile("input.n >").is_err());
         let err = Expr::compile("inptu.n > 1").unwrap_err();
         assert!(err.contains("inptu"), "{err}");
+    }
+
+    #[test]
+    fn deep_or_long_expressions_are_refused_not_a_stack_overflow() {
+        assert!(Expr::compile(&format!("{}1{}", "(".repeat(12), ")".repeat(12))).is_err());
+        assert!(Expr::compile(&format!("input{}", ".a".repeat(5_000))).is_err());
+        assert!(Expr::compile(&"1 + ".repeat(2_000)).is_err());
+        assert!(Expr::compile("size(input.items) > 2 && input.items[0].name == 'a.b.c'").is_ok());
+        assert!(Expr::compile("1.5 + 2.25 > 3.0").is_ok());
     }
 
     #[test]

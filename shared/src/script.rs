@@ -172,8 +172,15 @@ fn fresh_sandbox() -> Result<Sandbox, ScriptError> {
     let rt = Runtime::new().map_err(fail)?;
     rt.set_max_stack_size(STACK_LIMIT);
     let context = Context::full(&rt).map_err(fail)?;
-    context.with(|ctx| ctx.eval::<(), _>(LOCKDOWN).map_err(|e| ScriptError::Runtime(exception_text(&ctx, e))))?;
-    Ok(Sandbox { context, rt, uses: 0 })
+    context.with(|ctx| {
+        ctx.eval::<(), _>(LOCKDOWN)
+            .map_err(|e| ScriptError::Runtime(exception_text(&ctx, e)))
+    })?;
+    Ok(Sandbox {
+        context,
+        rt,
+        uses: 0,
+    })
 }
 
 /// Runs `code` with `ctx_json` as its argument and returns its result as JSON
@@ -192,7 +199,8 @@ pub fn run(code: &str, ctx_json: &str, limits: &Limits) -> Result<String, Script
         let sb = slot.as_mut().expect("set above");
         sb.uses += 1;
         let base = sb.rt.memory_usage().malloc_size.max(0) as usize;
-        sb.rt.set_memory_limit(base.saturating_add(limits.memory_bytes));
+        sb.rt
+            .set_memory_limit(base.saturating_add(limits.memory_bytes));
         let (cancel, deadline) = (limits.cancel.clone(), limits.deadline);
         sb.rt.set_interrupt_handler(Some(Box::new(move || {
             cancel.load(Ordering::Relaxed) || Instant::now() >= deadline
@@ -211,7 +219,12 @@ pub fn run(code: &str, ctx_json: &str, limits: &Limits) -> Result<String, Script
     })
 }
 
-fn execute(context: &Context, code: &str, ctx_json: &str, limits: &Limits) -> Result<String, ScriptError> {
+fn execute(
+    context: &Context,
+    code: &str,
+    ctx_json: &str,
+    limits: &Limits,
+) -> Result<String, ScriptError> {
     let interrupted = || limits.cancel.load(Ordering::Relaxed) || Instant::now() >= limits.deadline;
     context.with(|ctx| {
         let opts = {
@@ -254,7 +267,9 @@ fn execute(context: &Context, code: &str, ctx_json: &str, limits: &Limits) -> Re
             }
         };
         match ctx.json_stringify(value) {
-            Ok(Some(s)) => s.to_string().map_err(|e| ScriptError::BadResult(e.to_string())),
+            Ok(Some(s)) => s
+                .to_string()
+                .map_err(|e| ScriptError::BadResult(e.to_string())),
             Ok(None) => Ok("null".to_string()),
             Err(e) => {
                 let text = exception_text(&ctx, e);
@@ -303,7 +318,10 @@ mod tests {
         for code in ["} while(true){} function f(){", "} for(;;){} {"] {
             assert!(check(code).is_err(), "{code} must not compile");
         }
-        for code in ["} while(true){} function f(){", "}); while(true){} (function(){"] {
+        for code in [
+            "} while(true){} function f(){",
+            "}); while(true){} (function(){",
+        ] {
             let (_, polls) = check_counting(code);
             assert_eq!(polls, 0, "{code} ran during the check");
         }
@@ -319,7 +337,10 @@ mod tests {
             "JSON.parse = () => 1",
         ] {
             let err = run(attempt, r#"{"input": "secret"}"#, &limits(1000)).unwrap_err();
-            assert!(matches!(err, ScriptError::Thrown(ref m) if m.contains("TypeError")), "{attempt}: {err:?}");
+            assert!(
+                matches!(err, ScriptError::Thrown(ref m) if m.contains("TypeError")),
+                "{attempt}: {err:?}"
+            );
         }
         let out = run(
             "return [typeof globalThis.leak, [].leak === undefined, String({}), JSON.parse('2')]",
@@ -328,13 +349,24 @@ mod tests {
         );
         assert_eq!(out.unwrap(), r#"["undefined",true,"[object Object]",2]"#);
         // Local state is per run.
-        assert_eq!(run("let n = 1; return n", "{}", &limits(1000)).unwrap(), "1");
-        assert_eq!(run("let n = 2; return n", "{}", &limits(1000)).unwrap(), "2");
+        assert_eq!(
+            run("let n = 1; return n", "{}", &limits(1000)).unwrap(),
+            "1"
+        );
+        assert_eq!(
+            run("let n = 2; return n", "{}", &limits(1000)).unwrap(),
+            "2"
+        );
     }
 
     #[test]
     fn a_sandbox_is_replaced_after_running_out_of_memory() {
-        let err = run("let a = []; while (true) { a.push('x'.repeat(1024)); }", "{}", &limits(10_000)).unwrap_err();
+        let err = run(
+            "let a = []; while (true) { a.push('x'.repeat(1024)); }",
+            "{}",
+            &limits(10_000),
+        )
+        .unwrap_err();
         assert_eq!(err, ScriptError::OutOfMemory);
         assert_eq!(run("return 1 + 1", "{}", &limits(1000)).unwrap(), "2");
     }

@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
+/// Deepest nesting a message may have (serde_json's own limit is 128).
+pub const MAX_DEPTH: usize = 128;
+
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
 

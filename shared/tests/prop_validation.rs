@@ -32,7 +32,7 @@ const EITHER_CODES: &[&str] = &["timeout_out_of_range", "invalid_guardrails"];
 
 // ---------------------------------------------------------------- strategies
 
-fn node_id() -> impl Strategy<Value = String> {
+fn node_id() -> BoxedStrategy<String> {
     prop_oneof![
         // A small pool, so that edges and duplicates find each other.
         6 => prop::sample::select(vec!["in", "out", "a", "b", "c", "d", "cond", "_x", "n1"])
@@ -46,19 +46,21 @@ fn node_id() -> impl Strategy<Value = String> {
         // 64 bytes exactly: the longest valid id.
         1 => Just("a".repeat(64)),
     ]
+    .boxed()
 }
 
-fn kind() -> impl Strategy<Value = String> {
+fn kind() -> BoxedStrategy<String> {
     prop_oneof![
         8 => prop::sample::select(KINDS.to_vec()).prop_map(str::to_string),
         1 => prop::sample::select(vec!["Input", "teleport", "", "script ", "human", "map"])
             .prop_map(str::to_string),
         1 => "\\PC{0,8}",
     ]
+    .boxed()
 }
 
 /// Random JSON, small.
-fn any_json() -> impl Strategy<Value = Value> {
+fn any_json() -> BoxedStrategy<Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
@@ -74,10 +76,11 @@ fn any_json() -> impl Strategy<Value = Value> {
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
+    .boxed()
 }
 
 /// CEL: mostly valid, some with unknown variables, unbalanced brackets, junk.
-fn cel_expr() -> impl Strategy<Value = String> {
+fn cel_expr() -> BoxedStrategy<String> {
     let tokens = prop::sample::select(vec![
         "input", "steps", "env", "inptu", "x", ".", "n", "a", "output", "v", "(", ")", "[", "]",
         "{", "}", "1", "2.5", "'s'", "\"", "+", "-", "*", "/", "%", ">", "<", "==", "!=", "&&",
@@ -109,10 +112,11 @@ fn cel_expr() -> impl Strategy<Value = String> {
         .prop_map(str::to_string),
         1 => "\\PC{0,24}",
     ]
+    .boxed()
 }
 
 /// JavaScript function bodies: mostly valid, some unbalanced, some hostile.
-fn js_code() -> impl Strategy<Value = String> {
+fn js_code() -> BoxedStrategy<String> {
     let tokens = prop::sample::select(vec![
         "return ",
         "ctx",
@@ -172,9 +176,10 @@ fn js_code() -> impl Strategy<Value = String> {
         .prop_map(str::to_string),
         1 => "\\PC{0,32}",
     ]
+    .boxed()
 }
 
-fn valid_js() -> impl Strategy<Value = &'static str> {
+fn valid_js() -> BoxedStrategy<&'static str> {
     prop::sample::select(vec![
         "return 1",
         "return {v: ctx.input.n * 2}",
@@ -183,10 +188,11 @@ fn valid_js() -> impl Strategy<Value = &'static str> {
         "return ctx.steps",
         "",
     ])
+    .boxed()
 }
 
 /// Strings that may hold `{{ }}` templates.
-fn template_text() -> impl Strategy<Value = String> {
+fn template_text() -> BoxedStrategy<String> {
     prop_oneof![
         3 => prop::sample::select(vec![
             "https://example.com/x",
@@ -202,9 +208,10 @@ fn template_text() -> impl Strategy<Value = String> {
             .prop_map(str::to_string),
         1 => "\\PC{0,16}",
     ]
+    .boxed()
 }
 
-fn guardrails() -> impl Strategy<Value = Value> {
+fn guardrails() -> BoxedStrategy<Value> {
     let scanner = prop_oneof![
         Just(json!({"scanner": "pii_detection", "action": "redact", "kinds": ["email", "iban"]})),
         Just(json!({"scanner": "pii_detection", "kinds": ["ssn"]})),
@@ -226,9 +233,10 @@ fn guardrails() -> impl Strategy<Value = Value> {
             .prop_map(|(i, o)| json!({"input": i, "output": o})),
         1 => any_json(),
     ]
+    .boxed()
 }
 
-fn timeout() -> impl Strategy<Value = Value> {
+fn timeout() -> BoxedStrategy<Value> {
     prop_oneof![
         4 => (1u64..=600_000).prop_map(|n| json!(n)),
         1 => Just(json!(0)),
@@ -237,6 +245,7 @@ fn timeout() -> impl Strategy<Value = Value> {
         1 => any::<u64>().prop_map(|n| json!(n)),
         1 => prop::sample::select(vec![json!(-1), json!(1.5), json!("100"), json!(null), json!([])]),
     ]
+    .boxed()
 }
 
 /// A config for `kind`: the right shape with random content, mostly.
@@ -324,7 +333,7 @@ fn config_for(kind: &str) -> BoxedStrategy<Value> {
 }
 
 /// A node of a random kind with a config for some kind (usually its own).
-fn node() -> impl Strategy<Value = Value> {
+fn node() -> BoxedStrategy<Value> {
     (kind(), node_id(), prop::sample::select(KINDS.to_vec()))
         .prop_flat_map(|(k, id, other)| {
             let cfg_kind = k.clone();
@@ -354,17 +363,19 @@ fn node() -> impl Strategy<Value = Value> {
             }
             n
         })
+        .boxed()
 }
 
-fn branch() -> impl Strategy<Value = Option<String>> {
+fn branch() -> BoxedStrategy<Option<String>> {
     prop::option::of(
         prop::sample::select(vec!["yes", "no", "a", "b", "other", ""]).prop_map(str::to_string),
     )
+    .boxed()
 }
 
 /// A well-formed definition: input → a DAG of middle nodes → output, edges
 /// only forward, every node reachable, condition edges labelled.
-fn well_formed() -> impl Strategy<Value = Value> {
+fn well_formed() -> BoxedStrategy<Value> {
     let middle = prop_oneof![
         3 => valid_js().prop_map(|c| ("script", json!({"code": c}))),
         2 => Just(("condition", json!({"branches": [{"name": "yes", "when": "input.n > 1"}], "default": "no"}))),
@@ -423,6 +434,7 @@ fn well_formed() -> impl Strategy<Value = Value> {
             }
             def
         })
+    .boxed()
 }
 
 /// What can be done to a definition to break it (or not).
@@ -449,7 +461,7 @@ enum Mutation {
     WrongType(&'static str, Value),
 }
 
-fn mutation() -> impl Strategy<Value = Mutation> {
+fn mutation() -> BoxedStrategy<Mutation> {
     use prop::sample::Index;
     let idx = any::<Index>;
     prop_oneof![
@@ -480,6 +492,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         )
             .prop_map(|(k, v)| Mutation::WrongType(k, v)),
     ]
+    .boxed()
 }
 
 fn nodes_mut(def: &mut Value) -> Option<&mut Vec<Value>> {
@@ -641,7 +654,7 @@ fn apply(def: &mut Value, m: &Mutation) {
 
 /// A definition of random nodes and random edges between their ids (and some
 /// that name no node).
-fn chaotic() -> impl Strategy<Value = Value> {
+fn chaotic() -> BoxedStrategy<Value> {
     (
         prop::collection::vec(node(), 0..=12),
         prop::collection::vec(
@@ -686,9 +699,10 @@ fn chaotic() -> impl Strategy<Value = Value> {
             }
             def
         })
+        .boxed()
 }
 
-fn definition() -> impl Strategy<Value = Value> {
+fn definition() -> BoxedStrategy<Value> {
     let base = prop_oneof![
         3 => well_formed(),
         2 => chaotic(),
@@ -698,12 +712,14 @@ fn definition() -> impl Strategy<Value = Value> {
         1 => Just(vec![]),
         3 => prop::collection::vec(mutation(), 1..4),
     ];
-    (base, mutations).prop_map(|(mut def, ms)| {
-        for m in &ms {
-            apply(&mut def, m);
-        }
-        def
-    })
+    (base, mutations)
+        .prop_map(|(mut def, ms)| {
+            for m in &ms {
+                apply(&mut def, m);
+            }
+            def
+        })
+        .boxed()
 }
 
 // ---------------------------------------------------------------- checks

@@ -2,11 +2,10 @@
 //! per-run URL with a one-time token. The coordinator forwards it to the
 //! worker holding the run, which checks the token and resumes the node.
 
-use super::error::ApiError;
+use super::error::{ApiBytes, ApiError, ApiPath, ApiQuery};
 use super::St;
 use crate::dispatch::Cmd;
-use axum::body::Bytes;
-use axum::extract::{Path, Query};
+
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -23,9 +22,9 @@ pub struct TokenQuery {
 
 pub async fn callback(
     st: St,
-    Path((run_id, node_id)): Path<(String, String)>,
-    Query(q): Query<TokenQuery>,
-    body: Bytes,
+    ApiPath((run_id, node_id)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<TokenQuery>,
+    ApiBytes(body): ApiBytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let run_id = Uuid::parse_str(&run_id).map_err(|_| ApiError::not_found("run"))?;
     let token = q.token.ok_or_else(|| {

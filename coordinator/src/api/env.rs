@@ -3,10 +3,9 @@
 //! shows `"value": null` and `"secure": true`); it is decrypted only when a run
 //! that names it is dispatched.
 
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ApiPath};
 use super::St;
 use crate::model::EnvVarRow;
-use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -93,7 +92,7 @@ async fn workflow_exists(st: &St, id: &str) -> Result<(), ApiError> {
 
 pub async fn create(
     st: St,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<CreateBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_name(&b.name)?;
@@ -119,7 +118,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(EnvVarView::from(row))))
 }
 
-pub async fn list(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn list(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
     workflow_exists(&st, &id).await?;
     let items: Vec<EnvVarView> = st
         .store
@@ -133,7 +132,7 @@ pub async fn list(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, A
 
 pub async fn get(
     st: St,
-    Path((id, name)): Path<(String, String)>,
+    ApiPath((id, name)): ApiPath<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let row = st
         .store
@@ -145,7 +144,7 @@ pub async fn get(
 
 pub async fn update(
     st: St,
-    Path((id, name)): Path<(String, String)>,
+    ApiPath((id, name)): ApiPath<(String, String)>,
     ApiJson(b): ApiJson<UpdateBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let mut row = st
@@ -178,7 +177,7 @@ pub async fn update(
 
 pub async fn delete(
     st: St,
-    Path((id, name)): Path<(String, String)>,
+    ApiPath((id, name)): ApiPath<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     if !st.store.delete_env(&id, &name).await? {
         return Err(ApiError::not_found("variable"));

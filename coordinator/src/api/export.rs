@@ -23,14 +23,13 @@
 //! Variables of the workflow that the archive does not name are left alone.
 
 use super::env::check_name;
-use super::error::{ApiError, ApiQuery};
+use super::error::{ApiError, ApiPath, ApiQuery};
 use super::workflows::check;
 use super::St;
 use crate::model::EnvVarRow;
 use crate::store::EnvWrite;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::Path;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -319,7 +318,7 @@ pub struct ExportQuery {
 /// `GET /v1/workflows/{id}/export?version=N|draft`: the zip.
 pub async fn export(
     st: St,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
     let wf = st
@@ -522,7 +521,7 @@ pub struct ImportQuery {
 /// variable changes apply at once (variables are not versioned).
 pub async fn import_into(
     st: St,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ImportQuery>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -553,7 +552,7 @@ pub async fn import_into(
 }
 
 /// `GET /v1/workflows/{id}/backups`: drafts an import replaced, newest first.
-pub async fn backups(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn backups(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
     if st.store.get_workflow(&id).await?.is_none() {
         return Err(ApiError::not_found("workflow"));
     }

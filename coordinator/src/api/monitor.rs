@@ -3,10 +3,9 @@
 //! for runs and for model runs. Percentiles are exact (nearest rank over every
 //! matching run in the store), never estimated from a sample.
 
-use super::error::{ApiError, ApiQuery};
+use super::error::{ApiError, ApiPath, ApiQuery};
 use super::runs::FilterQuery;
 use super::St;
-use axum::extract::Path;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Map, Value};
@@ -31,7 +30,7 @@ fn rate(part: u64, whole: u64) -> Value {
 
 pub async fn monitor(
     st: St,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(mut q): ApiQuery<FilterQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     if st.store.get_workflow(&id).await?.is_none() {

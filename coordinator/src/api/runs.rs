@@ -1,12 +1,11 @@
 //! Starting, reading and cancelling runs.
 
-use super::error::{ApiError, ApiJson, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::{page_limit, St};
 use crate::dispatch::{Cmd, Submission};
 use crate::metrics as m;
 use crate::model::RunRecord;
 use crate::store::RunFilter;
-use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -40,7 +39,7 @@ fn reject(reason: &'static str, err: ApiError) -> ApiError {
 
 pub async fn start(
     st: St,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<StartQuery>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<StartBody>,
@@ -297,7 +296,7 @@ fn parse_run_id(id: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-pub async fn get(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn get(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
     let id = parse_run_id(&id)?;
     let run = st
         .store
@@ -371,7 +370,7 @@ pub async fn list(
     Ok(Json(json!({"items": items, "next_cursor": next})))
 }
 
-pub async fn cancel(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn cancel(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
     let id = parse_run_id(&id)?;
     if let Some(rec) = st.dispatch.cancel(id).await {
         return Ok(Json(rec));

@@ -3,12 +3,11 @@
 //! in; a test checks that every one is a valid definition and that its
 //! `required_env` names exactly the variables the definition uses.
 
-use super::error::ApiError;
+use super::error::{ApiError, ApiPath};
 use super::workflows::check;
 use super::St;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -74,7 +73,7 @@ pub async fn list() -> impl IntoResponse {
 }
 
 /// `GET /v1/templates/{id}`: the template with its definition.
-pub async fn get(Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn get(ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(find(&id)?.clone()))
 }
 
@@ -90,7 +89,7 @@ struct FromTemplateBody {
 /// in `required_env`, then deploy it.
 pub async fn create_from(
     st: St,
-    Path(template_id): Path<String>,
+    ApiPath(template_id): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let t = find(&template_id)?;

@@ -3,11 +3,10 @@
 //! [`super::AppState::deployed`]; each change here is followed by
 //! [`super::AppState::forget`] so the next run request sees it.
 
-use super::error::{ApiError, ApiJson, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::{page_limit, St};
 use crate::model::Workflow;
 use crate::store::DeleteOutcome;
-use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -89,7 +88,7 @@ pub async fn list(st: St, ApiQuery(q): ApiQuery<ListQuery>) -> Result<impl IntoR
     Ok(Json(json!({"items": items, "next_cursor": next})))
 }
 
-pub async fn get(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn get(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
     let wf = st
         .store
         .get_workflow(&id)
@@ -100,7 +99,7 @@ pub async fn get(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, Ap
 
 pub async fn update(
     st: St,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
     let def = check(&st, &body)?;
@@ -115,7 +114,7 @@ pub async fn update(
 
 /// Deletes a workflow that is not deployed; a deployed one is refused with
 /// 409 `workflow_deployed`.
-pub async fn delete(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn delete(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
     match st.store.delete_workflow(&id).await? {
         DeleteOutcome::Deleted => {}
         DeleteOutcome::NotFound => return Err(ApiError::not_found("workflow")),
@@ -134,7 +133,7 @@ pub async fn delete(st: St, Path(id): Path<String>) -> Result<impl IntoResponse,
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn deploy(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn deploy(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
     let wf = st
         .store
         .get_workflow(&id)
@@ -157,7 +156,7 @@ pub async fn deploy(st: St, Path(id): Path<String>) -> Result<impl IntoResponse,
 /// Takes the endpoint offline at once: new run requests get 409
 /// `not_deployed`; runs already accepted finish. Versions are kept, and a
 /// later deploy brings the endpoint back. Idempotent.
-pub async fn undeploy(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn undeploy(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
     let wf = st
         .store
         .undeploy(&id)
@@ -169,13 +168,16 @@ pub async fn undeploy(st: St, Path(id): Path<String>) -> Result<impl IntoRespons
 }
 
 /// The active switch on: runs are accepted again (if deployed). Idempotent.
-pub async fn activate(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn activate(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
     set_active(st, id, true).await
 }
 
 /// The active switch off: run requests get 409 `workflow_inactive`, deployed
 /// or not; runs already accepted finish. Idempotent.
-pub async fn deactivate(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn deactivate(
+    st: St,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
     set_active(st, id, false).await
 }
 
@@ -190,7 +192,7 @@ async fn set_active(st: St, id: String, active: bool) -> Result<Json<Workflow>, 
     Ok(Json(wf))
 }
 
-pub async fn versions(st: St, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn versions(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
     if st.store.get_workflow(&id).await?.is_none() {
         return Err(ApiError::not_found("workflow"));
     }

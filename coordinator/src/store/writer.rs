@@ -50,11 +50,34 @@ pub(super) fn spawn(pool: SqlitePool) -> mpsc::Sender<Op> {
     tx
 }
 
+/// The records a batch must write: for a run written several times in one
+/// batch (accepted, running, ended — common for short runs) only the last
+/// state, which holds the earlier ones' fields. Model runs are kept from every
+/// state (they are inserted idempotently).
+fn latest_states(batch: &[Op]) -> Vec<&RunRecord> {
+    let mut last: std::collections::HashMap<uuid::Uuid, usize> = std::collections::HashMap::new();
+    let records: Vec<&RunRecord> = batch
+        .iter()
+        .filter_map(|op| match op {
+            Op::Upsert(r, _) => Some(&**r),
+            Op::Flush(_) => None,
+        })
+        .collect();
+    for (i, r) in records.iter().enumerate() {
+        last.insert(r.id, i);
+    }
+    records
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| last.get(&r.id) == Some(i))
+        .map(|(_, r)| *r)
+        .collect()
+}
+
 async fn commit(pool: &SqlitePool, batch: &[Op]) -> Result<(), WriteError> {
     let fail = |e: sqlx::Error| WriteError::Failed(e.to_string());
     let mut tx = pool.begin().await.map_err(fail)?;
-    for op in batch {
-        let Op::Upsert(r, _) = op else { continue };
+    for r in latest_states(batch) {
         sqlx::query(
             "INSERT INTO runs (id, workflow_id, version, status, trigger, input, output, error,
                                created_at_ms, started_at_ms, ended_at_ms, deadline_ms, attempts, nodes, usage)
