@@ -50,30 +50,18 @@ struct Cli {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let cfg: CoordinatorConfig =
-        match config::load(cli.config.as_deref(), &cli).and_then(|c: CoordinatorConfig| {
-            c.check().map_err(config::ConfigError::from)?;
-            Ok(c)
-        }) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("weft-coordinator: {e}");
-                std::process::exit(EXIT_CONFIG);
-            }
-        };
+    let cfg: CoordinatorConfig = config::load_or_exit(
+        "weft-coordinator",
+        cli.config.as_deref(),
+        &cli,
+        |c: &CoordinatorConfig| c.check(),
+    );
     if cli.print_config {
         print!("{}", config::render(&cfg));
         return;
     }
-    weft_shared::telemetry::install_crypto_provider();
     let telemetry =
-        match weft_shared::telemetry::init("weft-coordinator", cfg.log_json, &cfg.otlp_endpoint) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("weft-coordinator: {e}");
-                std::process::exit(EXIT_CONFIG);
-            }
-        };
+        weft_shared::telemetry::start_or_exit("weft-coordinator", cfg.log_json, &cfg.otlp_endpoint);
     let listener = match tokio::net::TcpListener::bind(&cfg.http_addr).await {
         Ok(l) => l,
         Err(e) => {

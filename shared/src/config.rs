@@ -62,6 +62,27 @@ where
     })
 }
 
+/// For a binary's `main`: loads the config, applies `check`, and on failure
+/// prints `<binary>: <error>` and exits with [`EXIT_CONFIG`].
+pub fn load_or_exit<T, C>(
+    binary: &str,
+    file: Option<&Path>,
+    cli: &C,
+    check: impl FnOnce(&T) -> Result<(), String>,
+) -> T
+where
+    T: Serialize + DeserializeOwned + Default,
+    C: Serialize,
+{
+    match load::<T, C>(file, cli).and_then(|c| check(&c).map(|_| c).map_err(ConfigError)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{binary}: {e}");
+            std::process::exit(EXIT_CONFIG);
+        }
+    }
+}
+
 /// The effective config as TOML-like text for `--print-config`. Settings
 /// whose name holds `key`, `secret`, `password` or `token` print as
 /// `"[redacted]"` when set.

@@ -71,6 +71,19 @@ pub fn init(service: &'static str, json: bool, otlp_endpoint: &str) -> Result<Te
     Ok(Telemetry { provider })
 }
 
+/// For a binary's `main`: the crypto provider, then [`init`]; on failure
+/// prints `<service>: <error>` and exits with the config exit code.
+pub fn start_or_exit(service: &'static str, json: bool, otlp_endpoint: &str) -> Telemetry {
+    install_crypto_provider();
+    match init(service, json, otlp_endpoint) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{service}: {e}");
+            std::process::exit(crate::config::EXIT_CONFIG);
+        }
+    }
+}
+
 /// Logging set-up without OTLP (a subscriber already installed is kept).
 pub fn init_logging(json: bool) {
     let _ = init("weft", json, "");

@@ -9,7 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use serde::Serialize;
 use std::path::PathBuf;
-use weft_shared::config::{self, EXIT_CONFIG};
+use weft_shared::config;
 use weft_worker::WorkerConfig;
 
 /// A Weft worker: executes runs placed on it over NATS.
@@ -54,30 +54,18 @@ struct Cli {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let cfg: WorkerConfig =
-        match config::load(cli.config.as_deref(), &cli).and_then(|c: WorkerConfig| {
-            c.check().map_err(config::ConfigError::from)?;
-            Ok(c)
-        }) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("weft-worker: {e}");
-                std::process::exit(EXIT_CONFIG);
-            }
-        };
+    let cfg: WorkerConfig = config::load_or_exit(
+        "weft-worker",
+        cli.config.as_deref(),
+        &cli,
+        |c: &WorkerConfig| c.check(),
+    );
     if cli.print_config {
         print!("{}", config::render(&cfg));
         return;
     }
-    weft_shared::telemetry::install_crypto_provider();
     let telemetry =
-        match weft_shared::telemetry::init("weft-worker", cfg.log_json, &cfg.otlp_endpoint) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("weft-worker: {e}");
-                std::process::exit(EXIT_CONFIG);
-            }
-        };
+        weft_shared::telemetry::start_or_exit("weft-worker", cfg.log_json, &cfg.otlp_endpoint);
     if let Err(e) = weft_worker::run(cfg, weft_shared::telemetry::shutdown_signal()).await {
         tracing::error!(error = %e, "worker failed");
         telemetry.shutdown();
