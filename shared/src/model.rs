@@ -243,6 +243,9 @@ pub struct ModelRun {
     pub status: String,
     pub started_at_ms: u64,
     pub ended_at_ms: u64,
+    /// Time from request to response (end − start).
+    #[serde(default)]
+    pub response_ms: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -239,6 +239,7 @@ fn model_run() -> BoxedStrategy<ModelRun> {
                 status,
                 started_at_ms: s,
                 ended_at_ms: e,
+                response_ms: e.saturating_sub(s),
                 prompt_tokens: p,
                 completion_tokens: c,
                 error,

@@ -336,6 +336,10 @@ async fn ai_node_records_model_runs_and_tokens() {
     );
     assert_eq!(ok["connection"], "LLM_BASE_URL");
     assert_eq!(ok["completion_tokens"], 7);
+    assert!(
+        ok["response_ms"].as_u64().is_some()
+            && ok["ended_at_ms"].as_u64() >= ok["started_at_ms"].as_u64()
+    );
     assert!(ok["prompt_tokens"].as_u64().unwrap() > 0);
     assert_eq!(run["usage"]["completion_tokens"], 7);
     assert_eq!(run["usage"]["prompt_tokens"], ok["prompt_tokens"]);

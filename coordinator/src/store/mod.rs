@@ -641,6 +641,8 @@ fn model_run_from_row(r: &SqliteRow) -> Result<ModelRun, StoreError> {
         status: r.try_get("status")?,
         started_at_ms: r.try_get::<i64, _>("started_at_ms")? as u64,
         ended_at_ms: r.try_get::<i64, _>("ended_at_ms")? as u64,
+        response_ms: (r.try_get::<i64, _>("ended_at_ms")? - r.try_get::<i64, _>("started_at_ms")?)
+            .max(0) as u64,
         prompt_tokens: r.try_get::<i64, _>("prompt_tokens")? as u64,
         completion_tokens: r.try_get::<i64, _>("completion_tokens")? as u64,
         error: r.try_get("error")?,

@@ -165,6 +165,7 @@ async fn call(a: &Attempt, c: Call<'_>, model_timeout_ms: Option<u64>) -> Result
         status: status.to_string(),
         started_at_ms: started_ms,
         ended_at_ms: now_ms(),
+        response_ms: started.elapsed().as_millis() as u64,
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
         error,
