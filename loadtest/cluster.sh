@@ -6,6 +6,8 @@
 #   loadtest/cluster.sh up         # start and stay up, no demo
 #   loadtest/cluster.sh bench SCENARIO [seconds]
 #                                  # start, measure, stop (see "bench" below)
+#   loadtest/cluster.sh chaos [seconds]
+#                                  # load with faults injected (see "chaos" below)
 #
 # Ports (override with env): WEFT_HTTP_PORT=8080, WEFT_NATS_PORT=4222,
 # worker metrics on 9091 and 9092. State and logs go to .weft-local/.
@@ -24,6 +26,15 @@
 #   WEFT_PROFILE=release loadtest/cluster.sh bench trivial 10
 # `up` and `demo` clear .weft-local/, earlier bench results included; bench
 # keeps earlier bench-* directories.
+#
+# chaos: builds and runs `weft-load chaos`, which starts and owns its own
+# cluster — NATS, a coordinator over a file SQLite store and three workers, on
+# free loopback ports — drives async runs for `seconds` (default 40, at most
+# 300; WEFT_CHAOS_ARGS adds flags, e.g. "--rate 200") while it SIGKILLs a
+# worker, SIGTERMs one, restarts NATS and SIGKILLs and restarts the
+# coordinator, cycling; then waits (at most 60 s) for every accepted run to
+# end and prints the report (also chaos.json and chaos.txt in
+# .weft-local/chaos-<timestamp>/, with the logs). Exits non-zero if a run was lost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-demo}"
@@ -36,7 +47,7 @@ BASE="http://127.0.0.1:$HTTP_PORT"
 say() { printf '\033[1mweft:\033[0m %s\n' "$*"; }
 die() { printf 'weft: %s\n' "$*" >&2; exit 1; }
 
-case "$MODE" in demo|up|bench) ;; *) die "unknown mode '$MODE' (demo, up or bench)";; esac
+case "$MODE" in demo|up|bench|chaos) ;; *) die "unknown mode '$MODE' (demo, up, bench or chaos)";; esac
 PORTS=("$HTTP_PORT" "$NATS_PORT" 9091 9092)
 BINS=(--bin weft-coordinator --bin weft-worker)
 if [ "$MODE" = bench ]; then
@@ -49,9 +60,17 @@ if [ "$MODE" = bench ]; then
   [ "$SCENARIO" = ai ] && PORTS+=(8089)
   BINS+=(--bin weft-load --bin weft-mock-model)
 fi
+if [ "$MODE" = chaos ]; then
+  CHAOS_SECS="${2:-40}"
+  [[ "$CHAOS_SECS" =~ ^[0-9]+$ ]] && [ "$CHAOS_SECS" -ge 1 ] && [ "$CHAOS_SECS" -le 300 ] \
+    || die "chaos seconds must be a whole number from 1 to 300"
+  command -v timeout >/dev/null || die "timeout (coreutils) is needed"
+  PORTS=()  # weft-load chaos picks free ports itself
+  BINS+=(--bin weft-load)
+fi
 for tool in cargo curl python3; do command -v "$tool" >/dev/null || die "$tool is needed"; done
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "${PORTS[@]}"; do
+for p in ${PORTS[@]+"${PORTS[@]}"}; do
   if port_busy "$p"; then die "port $p is in use; stop what holds it or set WEFT_HTTP_PORT / WEFT_NATS_PORT"; fi
 done
 
@@ -59,6 +78,23 @@ done
 say "building (cargo build --profile $PROFILE)"
 cargo build --profile "$PROFILE" "${BINS[@]}"
 TARGET="target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
+
+if [ "$MODE" = chaos ]; then
+  OUT="$STATE/chaos-$(date +%Y%m%d-%H%M%S)"
+  mkdir -p "$OUT"
+  read -r -a CHAOS_ARGS <<<"${WEFT_CHAOS_ARGS:-}"
+  # Load + settle (60 s) + submission retries (30 s) + start and stop, with slack.
+  LIMIT=$((CHAOS_SECS + 60 + 30 + 90))
+  say "chaos: ${CHAOS_SECS} s of load with faults; state and logs in $OUT/"
+  set +e
+  timeout --foreground "$LIMIT" "$TARGET/weft-load" chaos --duration "${CHAOS_SECS}s" \
+    --nats-server "$WEFT_NATS_SERVER" --bin-dir "$TARGET" --state-dir "$OUT" \
+    --settle 60s --json "$OUT/chaos.json" ${CHAOS_ARGS[@]+"${CHAOS_ARGS[@]}"} | tee "$OUT/chaos.txt"
+  rc=${PIPESTATUS[0]}
+  set -e
+  say "chaos: report in $OUT/chaos.json (exit $rc)"
+  exit "$rc"
+fi
 
 if [ "$MODE" = bench ]; then
   # Keep the results of earlier benches.

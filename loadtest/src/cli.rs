@@ -6,6 +6,7 @@
 //! weft-load nats-baseline [--nats-url nats://127.0.0.1:4222] [--connections N] …
 //! weft-load http-baseline [--connections N] …
 //! weft-load capacity --model-url … --worker-pid PID [--worker-id ID] --runs N
+//! weft-load chaos [--duration 40s] [--rate 150] [--fault-every 8s] [--json chaos.json]
 //! weft-load report --inputs a.json b.json … [--json combined.json]
 //! weft-load definition --scenario fanout
 //! ```
@@ -15,6 +16,7 @@
 use crate::api::{http_client, AsyncRun, SyncRun, Weft};
 use crate::baseline::{self, Helper, HttpHello, NatsRequest};
 use crate::capacity::{capacity, CapacityParams};
+use crate::chaos::{chaos, default_fault_every, ChaosParams};
 use crate::driver::{drive, LoadParams, Op, Plan};
 use crate::duration;
 use crate::error::LoadError;
@@ -43,6 +45,8 @@ pub enum Command {
     HttpBaseline(HttpBaselineArgs),
     /// In-flight AI runs one worker holds while the model is slow, and its memory per run.
     Capacity(CapacityArgs),
+    /// Own a cluster (NATS, coordinator, workers), load it and inject faults; nothing accepted may be lost.
+    Chaos(ChaosArgs),
     /// Combine reports into one table, Weft's figures as ratios of the baselines.
     Report(ReportArgs),
     /// Print the workflow a scenario deploys.
@@ -196,6 +200,50 @@ pub struct CapacityArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ChaosArgs {
+    /// How long the load runs (faults are injected meanwhile).
+    #[arg(long, default_value = "40s", value_parser = duration::parse)]
+    pub duration: Duration,
+    /// Async run submissions per second.
+    #[arg(long, default_value_t = 150.0)]
+    pub rate: f64,
+    /// Time between faults [default: duration ÷ 5, at most 10s].
+    #[arg(long, value_parser = duration::parse)]
+    pub fault_every: Option<Duration>,
+    /// Longest wait, after the load, for every accepted run to end.
+    #[arg(long, default_value = "60s", value_parser = duration::parse)]
+    pub settle: Duration,
+    /// A submission retried (same Idempotency-Key) for longer than this gives up.
+    #[arg(long, default_value = "30s", value_parser = duration::parse)]
+    pub submit_deadline: Duration,
+    /// The nats-server binary (2.10+, JetStream).
+    #[arg(long, env = "WEFT_NATS_SERVER", default_value = "nats-server")]
+    pub nats_server: PathBuf,
+    /// Where weft-coordinator and weft-worker are [default: beside weft-load].
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// NATS store, SQLite store and logs.
+    #[arg(long, default_value = ".weft-local/chaos")]
+    pub state_dir: PathBuf,
+    /// The coordinator's port on 127.0.0.1 [default: a free one].
+    #[arg(long)]
+    pub http_port: Option<u16>,
+    /// NATS's port on 127.0.0.1 [default: a free one].
+    #[arg(long)]
+    pub nats_port: Option<u16>,
+    #[arg(long, default_value_t = 3)]
+    pub workers: usize,
+    /// How long the script node is busy, in ms.
+    #[arg(long, default_value_t = 3)]
+    pub busy_ms: u64,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Report files written with --json.
     #[arg(long, num_args = 1.., required = true)]
@@ -226,6 +274,7 @@ pub async fn run(cli: Cli) -> Result<(), LoadError> {
         Command::NatsBaseline(args) => nats_baseline(args).await,
         Command::HttpBaseline(args) => http_baseline(args).await,
         Command::Capacity(args) => run_capacity(args).await,
+        Command::Chaos(args) => run_chaos(args).await,
         Command::Report(args) => combine(args),
         Command::Definition(args) => {
             let definition = args.scenario.definition(&AiSettings::default());
@@ -400,6 +449,61 @@ async fn run_capacity(args: CapacityArgs) -> Result<(), LoadError> {
     };
     let report = capacity(&params, &weft).await?;
     emit(&Report::Capacity(report), args.json.as_deref())
+}
+
+async fn run_chaos(args: ChaosArgs) -> Result<(), LoadError> {
+    if args.duration.is_zero() {
+        return Err(LoadError::Usage("--duration must be above zero".into()));
+    }
+    crate::schedule::Schedule::new(args.rate).map_err(LoadError::Usage)?;
+    if args.workers == 0 {
+        return Err(LoadError::Usage("--workers must be at least 1".into()));
+    }
+    let bin_dir = match args.bin_dir {
+        Some(dir) => dir,
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .ok_or_else(|| {
+                LoadError::Usage("cannot tell where weft-load is; give --bin-dir".into())
+            })?,
+    };
+    let params = ChaosParams {
+        duration: args.duration,
+        rate: args.rate,
+        fault_every: args
+            .fault_every
+            .unwrap_or_else(|| default_fault_every(args.duration)),
+        settle: args.settle,
+        submit_deadline: args.submit_deadline,
+        nats_server: args.nats_server,
+        bin_dir,
+        state_dir: args.state_dir,
+        http_port: match args.http_port {
+            Some(p) => p,
+            None => crate::chaos::free_port()?,
+        },
+        nats_port: match args.nats_port {
+            Some(p) => p,
+            None => crate::chaos::free_port()?,
+        },
+        workers: args.workers,
+        busy_ms: args.busy_ms,
+        progress: !args.quiet,
+    };
+    let report = chaos(params).await?;
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
+    if report.passed() {
+        Ok(())
+    } else {
+        Err(LoadError::Other(format!(
+            "{} accepted runs were lost",
+            report.lost
+        )))
+    }
 }
 
 /// Reads report files.

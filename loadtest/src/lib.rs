@@ -9,11 +9,13 @@
 //!   the limits Weft is judged against), [`driver`] (open and closed loop),
 //!   [`schedule`] (the open loop's arrival times), [`recorder`] (HDR
 //!   histogram and errors by kind), [`report`] (tables, JSON, ratios),
-//!   [`capacity`] (in-flight AI runs and memory per run).
+//!   [`capacity`] (in-flight AI runs and memory per run), [`chaos`] (a load
+//!   with faults injected: nothing accepted may be lost).
 
 pub mod api;
 pub mod baseline;
 pub mod capacity;
+pub mod chaos;
 pub mod cli;
 pub mod driver;
 pub mod duration;
