@@ -65,6 +65,11 @@ pub enum Cmd {
         outcome: Result<AssignReply, AssignFailure>,
     },
     Cancel(Uuid, oneshot::Sender<Option<RunRecord>>),
+    /// The runs a worker says it holds (asked when it joined): adopt them.
+    Adopt {
+        worker_id: String,
+        runs: Vec<(Uuid, u32)>,
+    },
     /// Hear a live run's final record (a repeated idempotent sync request);
     /// the sender is dropped at once if the run is not live.
     Watch(Uuid, oneshot::Sender<RunRecord>),
@@ -210,6 +215,10 @@ struct Dispatcher {
     pending: VecDeque<Uuid>,
     deadlines: BinaryHeap<Reverse<(u64, Uuid)>>,
     rotation: usize,
+    /// When this coordinator's own NATS connection was last seen down. While
+    /// it is down no heartbeat can arrive, so silence proves nothing; workers
+    /// get `dead_after` from the reconnection to be heard again.
+    nats_down_at: Option<Instant>,
 }
 
 /// A run found unfinished in the store at start, with what it needs to run.
@@ -220,8 +229,8 @@ pub struct Recovered {
 }
 
 /// Starts the dispatcher. `recovered` are runs the store holds unfinished
-/// (the coordinator restarted): queued ones are queued again, running ones wait
-/// a moment for their worker to report before they are placed again.
+/// (the coordinator restarted): they wait for the workers, asked as they
+/// join, to say which they hold; the others are placed again after `dead_after`.
 pub fn spawn(
     cfg: DispatchConfig,
     store: Store,
@@ -244,6 +253,7 @@ pub fn spawn(
         pending: VecDeque::new(),
         deadlines: BinaryHeap::new(),
         rotation: 0,
+        nats_down_at: None,
     };
     for Recovered {
         record,
@@ -251,13 +261,11 @@ pub fn spawn(
         env,
     } in recovered
     {
-        let placement = match record.status {
-            RunStatus::Queued => Placement::Pending,
-            _ => Placement::Orphaned(Instant::now()),
-        };
-        if matches!(placement, Placement::Pending) {
-            d.pending.push_back(record.id);
-        }
+        // Even a run stored as queued may be on a worker (its assignment
+        // went out before the status change was durable): every recovered run
+        // waits for the workers to say what they hold, and is placed again
+        // only if none claims it within `dead_after`.
+        let placement = Placement::Orphaned(Instant::now());
         d.deadlines.push(Reverse((record.deadline_ms, record.id)));
         d.stats.add_run(&record.workflow_id);
         d.runs.insert(
@@ -358,6 +366,7 @@ impl Dispatcher {
                 let _ = reply.send(list);
             }
             Cmd::Progress(p) => self.progress(p),
+            Cmd::Adopt { worker_id, runs } => self.adopt(worker_id, runs),
             Cmd::Watch(run_id, waiter) => {
                 if let Some(run) = self.runs.get_mut(&run_id) {
                     run.waiters.push(waiter);
@@ -485,6 +494,7 @@ impl Dispatcher {
     }
 
     fn add_worker(&mut self, hb: Heartbeat, now: Instant) {
+        self.query_held_runs(hb.worker_id.clone());
         self.workers.insert(
             hb.worker_id,
             WorkerEntry {
@@ -497,6 +507,82 @@ impl Dispatcher {
                 assigned: HashSet::new(),
             },
         );
+    }
+
+    /// Asks a worker that just joined which runs it holds: after this
+    /// coordinator restarted, those are runs it recovered as orphans (or
+    /// queued again), and must not be placed a second time.
+    fn query_held_runs(&self, worker_id: String) {
+        let nats = self.nats.clone();
+        let subject = self.subjects.held_runs(&worker_id);
+        let tx = self.tx.clone();
+        let timeout = self.cfg.assign_timeout;
+        tokio::spawn(async move {
+            let Ok(bytes) = wire::encode(&weft_shared::wire::HeldRunsQuery {}) else {
+                return;
+            };
+            if let Ok(Ok(msg)) = tokio::time::timeout(timeout, nats.request(subject, bytes)).await {
+                if let Ok(h) = wire::decode::<weft_shared::wire::HeldRuns>(&msg.payload) {
+                    if !h.runs.is_empty() {
+                        let _ = tx.send(Cmd::Adopt {
+                            worker_id,
+                            runs: h.runs,
+                        });
+                    }
+                }
+            }
+        });
+    }
+
+    fn adopt(&mut self, worker_id: String, runs: Vec<(Uuid, u32)>) {
+        let Some(w) = self.workers.get_mut(&worker_id) else {
+            return;
+        };
+        let mut adopted = 0;
+        for (run_id, attempt) in runs {
+            let Some(run) = self.runs.get_mut(&run_id) else {
+                continue;
+            };
+            match run.placement {
+                Placement::Orphaned(_) => {}
+                Placement::Pending => self.pending.retain(|id| *id != run_id),
+                // Placed again elsewhere already: that attempt stands.
+                _ => continue,
+            }
+            run.placement = Placement::Running(worker_id.clone());
+            w.assigned.insert(run_id);
+            if run.record.status == RunStatus::Queued {
+                run.record.status = RunStatus::Running;
+            }
+            let known = run
+                .record
+                .attempts
+                .iter()
+                .any(|a| a.attempt == attempt && a.worker_id == worker_id);
+            if !known {
+                run.record.attempts.push(RunAttempt {
+                    attempt,
+                    worker_id: worker_id.clone(),
+                    placed_at_ms: now_ms(),
+                    ended_at_ms: None,
+                    outcome: None,
+                });
+            } else if let Some(a) = run
+                .record
+                .attempts
+                .iter_mut()
+                .find(|a| a.attempt == attempt && a.worker_id == worker_id)
+            {
+                // It was marked ended when it was orphaned; it is not.
+                a.ended_at_ms = None;
+                a.outcome = None;
+            }
+            self.store.enqueue_run(&run.record, None);
+            adopted += 1;
+        }
+        if adopted > 0 {
+            tracing::info!(worker_id = %worker_id, runs = adopted, "adopted runs the worker still holds");
+        }
     }
 
     /// Removes a worker; its runs go back to the front of the queue.
@@ -772,10 +858,17 @@ impl Dispatcher {
 
     fn tick(&mut self) {
         let now = Instant::now();
+        if self.nats.connection_state() != async_nats::connection::State::Connected {
+            self.nats_down_at = Some(now);
+        }
+        let heard_floor = self.nats_down_at;
         let dead: Vec<String> = self
             .workers
             .iter()
-            .filter(|(_, w)| now.duration_since(w.last_seen) > self.cfg.dead_after)
+            .filter(|(_, w)| {
+                let since = heard_floor.map_or(w.last_seen, |t| t.max(w.last_seen));
+                now.duration_since(since) > self.cfg.dead_after
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in dead {

@@ -88,6 +88,11 @@ pub async fn run(
     let nats = async_nats::ConnectOptions::new()
         .name("weft-coordinator")
         .retry_on_initial_connect()
+        // Back within a second after a NATS restart: the heartbeat deadline
+        // (a few seconds) must not be spent waiting to reconnect.
+        .reconnect_delay_callback(|attempts| {
+            std::time::Duration::from_millis((attempts as u64 * 100).min(1_000))
+        })
         .connect(config.nats_url.as_str())
         .await
         .map_err(|e| CoordinatorError::Nats(e.to_string()))?;

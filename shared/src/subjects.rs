@@ -11,6 +11,7 @@
 //! | `<p>.worker.<id>.cancel` | coordinator → one worker | [`crate::wire::Cancel`] |
 //! | `<p>.worker.<id>.resume` | coordinator → one worker (request) | [`crate::wire::Resume`] → [`crate::wire::ResumeReply`] |
 //! | `<p>.runs.results` | worker → coordinators (request, queue group) | [`crate::wire::RunResult`] → [`crate::wire::ResultAck`] |
+//! | `<p>.worker.<id>.runs` | coordinator → one worker (request) | [`crate::wire::HeldRunsQuery`] → [`crate::wire::HeldRuns`] |
 //! | `<p>.runs.progress` | worker → coordinators (queue group) | [`crate::wire::RunProgress`] |
 
 /// Queue group coordinators share for run results, so each result is handled once.
@@ -56,6 +57,11 @@ impl Subjects {
 
     pub fn resume(&self, worker_id: &str) -> String {
         format!("{}.worker.{}.resume", self.prefix, worker_id)
+    }
+
+    /// Asks a worker which runs it holds (a restarted coordinator adopts them).
+    pub fn held_runs(&self, worker_id: &str) -> String {
+        format!("{}.worker.{}.runs", self.prefix, worker_id)
     }
 
     pub fn progress(&self) -> String {

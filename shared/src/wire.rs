@@ -237,6 +237,23 @@ impl Message for ResumeReply {
     const KIND: &'static str = "resume_reply";
 }
 
+/// Which runs do you hold? (Sent by a coordinator when a worker joins it.)
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldRunsQuery {}
+impl Message for HeldRunsQuery {
+    const KIND: &'static str = "held_runs_query";
+}
+
+/// The runs a worker holds, with the attempt of each.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldRuns {
+    pub worker_id: String,
+    pub runs: Vec<(Uuid, u32)>,
+}
+impl Message for HeldRuns {
+    const KIND: &'static str = "held_runs";
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResultAck {
     pub run_id: Uuid,

@@ -55,7 +55,8 @@ struct Shared {
     draining: AtomicBool,
     /// Results sent and not yet acknowledged.
     unacked: AtomicUsize,
-    runs: Mutex<HashMap<Uuid, Addr<RunActor>>>,
+    /// Runs held, with their attempt numbers.
+    runs: Mutex<HashMap<Uuid, (Addr<RunActor>, u32)>>,
 }
 
 /// A running worker, for tests that need its id.
@@ -87,6 +88,11 @@ pub async fn run_with(
     let nats = async_nats::ConnectOptions::new()
         .name(format!("weft-worker-{worker_id}"))
         .retry_on_initial_connect()
+        // Back within a second after a NATS restart: the heartbeat deadline
+        // (a few seconds) must not be spent waiting to reconnect.
+        .reconnect_delay_callback(|attempts| {
+            std::time::Duration::from_millis((attempts as u64 * 100).min(1_000))
+        })
         .connect(config.nats_url.as_str())
         .await
         .map_err(|e| WorkerError::Nats(e.to_string()))?;
@@ -215,7 +221,7 @@ pub async fn run_with(
                             .runs
                             .lock()
                             .ok()
-                            .and_then(|m| m.get(&c.run_id).cloned());
+                            .and_then(|m| m.get(&c.run_id).map(|(a, _)| a.clone()));
                         if let Some(addr) = addr {
                             addr.do_send(CancelRun);
                         }
@@ -243,7 +249,7 @@ pub async fn run_with(
                             .runs
                             .lock()
                             .ok()
-                            .and_then(|m| m.get(&r.run_id).cloned());
+                            .and_then(|m| m.get(&r.run_id).map(|(a, _)| a.clone()));
                         match addr {
                             Some(addr) => addr
                                 .send(ResumeNode {
@@ -263,6 +269,32 @@ pub async fn run_with(
                     }
                 };
                 if let (Some(to), Ok(bytes)) = (msg.reply, wire::encode(&ResumeReply { outcome })) {
+                    let _ = nats.publish(to, bytes).await;
+                }
+            }
+        });
+    }
+
+    // A coordinator that restarted asks what we hold, to adopt it.
+    let mut held_queries = nats
+        .subscribe(subjects.held_runs(&worker_id))
+        .await
+        .map_err(|e| WorkerError::Nats(e.to_string()))?;
+    {
+        let shared = shared.clone();
+        let nats = nats.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = held_queries.next().await {
+                let runs: Vec<(Uuid, u32)> = shared
+                    .runs
+                    .lock()
+                    .map(|m| m.iter().map(|(id, (_, attempt))| (*id, *attempt)).collect())
+                    .unwrap_or_default();
+                let reply = weft_shared::wire::HeldRuns {
+                    worker_id: shared.worker_id.clone(),
+                    runs,
+                };
+                if let (Some(to), Ok(bytes)) = (msg.reply, wire::encode(&reply)) {
                     let _ = nats.publish(to, bytes).await;
                 }
             }
@@ -455,6 +487,7 @@ fn accept(
     let (env, sink) = (env.clone(), sink.clone());
     let worker_id = shared.worker_id.clone();
     let run_id = a.run_id;
+    let attempt = a.attempt;
     let addr = RunActor::start_in_arbiter(actors.next_arbiter(), move |_| {
         RunActor::new(
             run_id,
@@ -472,7 +505,7 @@ fn accept(
         )
     });
     if let Ok(mut m) = shared.runs.lock() {
-        m.insert(run_id, addr);
+        m.insert(run_id, (addr, attempt));
     }
     AssignReply {
         accepted: true,

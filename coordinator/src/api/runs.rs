@@ -176,7 +176,32 @@ pub async fn start(
                 )
                 .details(json!({"run_id": first})));
             }
-            return replay(&st, first, sync, deadline_ms).await;
+            match replay(&st, first, sync, deadline_ms).await? {
+                Some(resp) => return Ok(resp),
+                // The first request never recorded its run (the coordinator
+                // stopped in between): the key is free again; take it.
+                None => {
+                    st.store.release_idempotency(&id, key).await?;
+                    if st
+                        .store
+                        .claim_idempotency(
+                            &id,
+                            key,
+                            run_id,
+                            &hash,
+                            st.config.idempotency_retention_ms,
+                        )
+                        .await?
+                        .is_some()
+                    {
+                        return Err(ApiError::new(
+                            ErrorCode::IdempotencyInProgress,
+                            "another request with this Idempotency-Key is being accepted; retry",
+                        )
+                        .retry_after(1));
+                    }
+                }
+            }
         }
     }
     let env = std::sync::Arc::new(st.run_env(&id, &deployed.env_refs).await?);
@@ -242,8 +267,14 @@ fn request_hash(sync: bool, input: &Value) -> String {
     hex::encode(h.finalize())
 }
 
-/// Answers a repeated request with the run the key first started.
-async fn replay(st: &St, run_id: Uuid, sync: bool, deadline_ms: u64) -> Result<Response, ApiError> {
+/// Answers a repeated request with the run the key first started; `None`
+/// if that run was never recorded.
+async fn replay(
+    st: &St,
+    run_id: Uuid,
+    sync: bool,
+    deadline_ms: u64,
+) -> Result<Option<Response>, ApiError> {
     let status_url = format!("/v1/runs/{run_id}");
     let replayed = [("idempotent-replayed", "true")];
     if sync {
@@ -255,14 +286,14 @@ async fn replay(st: &St, run_id: Uuid, sync: bool, deadline_ms: u64) -> Result<R
                 .min(st.config.sync_timeout_ms),
         );
         if let Ok(Ok(rec)) = tokio::time::timeout(wait, rx).await {
-            return Ok((replayed, Json(rec)).into_response());
+            return Ok(Some((replayed, Json(rec)).into_response()));
         }
     }
     // The first request may still be writing its run: give it a moment.
     let start = std::time::Instant::now();
     loop {
         if let Some(rec) = st.store.get_run(run_id).await? {
-            return Ok(if sync && rec.status.is_terminal() {
+            return Ok(Some(if sync && rec.status.is_terminal() {
                 (replayed, Json(rec)).into_response()
             } else {
                 let body =
@@ -274,14 +305,10 @@ async fn replay(st: &St, run_id: Uuid, sync: bool, deadline_ms: u64) -> Result<R
                     Json(body),
                 )
                     .into_response()
-            });
+            }));
         }
         if start.elapsed() > Duration::from_secs(2) {
-            return Err(ApiError::new(
-                ErrorCode::IdempotencyInProgress,
-                "the first request with this Idempotency-Key is still being accepted; retry",
-            )
-            .retry_after(1));
+            return Ok(None);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
