@@ -89,7 +89,7 @@ pub enum Cmd {
 
 #[derive(Debug)]
 pub enum AssignFailure {
-    /// Nobody listens on the worker's subject: it is gone.
+    /// Nobody listens on the worker's subject (yet: it may be reconnecting).
     NoResponders,
     Other(String),
 }
@@ -168,6 +168,9 @@ impl DispatchHandle {
 }
 
 pub struct DispatchConfig {
+    /// Set by the NATS client's event callback when it loses the server, so a
+    /// short outage between two ticks is not missed.
+    pub nats_disconnected: Arc<std::sync::Mutex<Option<Instant>>>,
     /// Base URL external systems call back on (async API nodes).
     pub callback_base: String,
     pub dead_after: Duration,
@@ -733,9 +736,9 @@ impl Dispatcher {
                     w.assigned.remove(&run_id);
                     w.blocked_until = Some(Instant::now() + BLOCK_AFTER_REFUSAL);
                 }
-                if matches!(other, Err(AssignFailure::NoResponders)) {
-                    self.remove_worker(&worker_id, "worker_lost");
-                }
+                // "No responders" is not death: right after a NATS restart a
+                // live worker's subscriptions take a moment to come back.
+                // The worker is skipped briefly; heartbeats decide if it is gone.
             }
         }
     }
@@ -860,6 +863,15 @@ impl Dispatcher {
         let now = Instant::now();
         if self.nats.connection_state() != async_nats::connection::State::Connected {
             self.nats_down_at = Some(now);
+        }
+        if let Some(t) = self
+            .cfg
+            .nats_disconnected
+            .lock()
+            .ok()
+            .and_then(|mut g| g.take())
+        {
+            self.nats_down_at = Some(self.nats_down_at.map_or(t, |d| d.max(t)));
         }
         let heard_floor = self.nats_down_at;
         let dead: Vec<String> = self

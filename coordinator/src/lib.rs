@@ -85,8 +85,21 @@ pub async fn run(
         .map_err(|e| CoordinatorError::Config(e.to_string()))?;
     let store = store::Store::open(&config.database_url).await?;
     rotate_keys(&store, &crypto).await?;
+    let nats_disconnected: Arc<std::sync::Mutex<Option<std::time::Instant>>> = Arc::default();
+    let on_event = nats_disconnected.clone();
     let nats = async_nats::ConnectOptions::new()
         .name("weft-coordinator")
+        .event_callback(move |event| {
+            let on_event = on_event.clone();
+            async move {
+                if matches!(event, async_nats::Event::Disconnected) {
+                    tracing::warn!("lost the NATS server; reconnecting");
+                    if let Ok(mut g) = on_event.lock() {
+                        *g = Some(std::time::Instant::now());
+                    }
+                }
+            }
+        })
         .retry_on_initial_connect()
         // Back within a second after a NATS restart: the heartbeat deadline
         // (a few seconds) must not be spent waiting to reconnect.
@@ -134,6 +147,7 @@ pub async fn run(
     let tasks = tokio_util::sync::CancellationToken::new();
     let dispatch = dispatch::spawn(
         dispatch::DispatchConfig {
+            nats_disconnected,
             callback_base: config.callback_base(listener.local_addr()?),
             dead_after: Duration::from_millis(config.worker_dead_after_ms),
             assign_timeout: Duration::from_millis(config.assign_timeout_ms),
