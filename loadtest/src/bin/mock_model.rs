@@ -157,30 +157,9 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// `500ms`, `1.5s`, `250us`, `2m`.
+/// `500ms`, `1.5s`, `250us`, `2m` (the load generator's parser).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .ok_or_else(|| format!("duration {s:?} needs a unit (us, ms, s or m)"))?;
-    let (number, unit) = s.split_at(split);
-    let number: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("duration {s:?} does not start with a number"))?;
-    let unit_secs = match unit {
-        "us" => 1e-6,
-        "ms" => 1e-3,
-        "s" => 1.0,
-        "m" => 60.0,
-        _ => {
-            return Err(format!(
-                "duration {s:?} has unknown unit {unit:?} (us, ms, s or m)"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(number * unit_secs)
-        .map_err(|_| format!("duration {s:?} is negative or too large"))
+    weft_loadtest::duration::parse(s)
 }
 
 /// `fixed:500ms`, `uniform:200ms..800ms`, `lognormal:500ms,0.5`.
