@@ -29,6 +29,11 @@ pub struct WorkerConfig {
     pub script_concurrency: usize,
     /// Where `/metrics`, `/healthz` and `/readyz` listen; empty = off.
     pub metrics_addr: String,
+    /// Speak HTTP/2 without negotiation (h2c) to plain-http model servers,
+    /// so concurrent model calls share connections instead of holding one
+    /// each. Only for servers that accept it (vLLM behind an h2c proxy, the
+    /// mock); https model APIs negotiate HTTP/2 by ALPN without this.
+    pub model_http2_prior_knowledge: bool,
     /// Largest run output (JSON bytes); a larger one fails the run with
     /// `output_too_large`.
     pub max_output_bytes: usize,
@@ -55,6 +60,7 @@ impl Default for WorkerConfig {
             script_memory_limit_bytes: 64 * 1024 * 1024,
             script_concurrency: 0,
             metrics_addr: "0.0.0.0:9091".into(),
+            model_http2_prior_knowledge: false,
             max_output_bytes: 1024 * 1024,
             fault_injection: false,
             log_json: false,

@@ -123,11 +123,8 @@ pub async fn run_with(
         )),
         fault_injection: config.fault_injection,
         max_output_bytes: config.max_output_bytes,
-        http: reqwest::Client::builder()
-            .user_agent(concat!("weft-worker/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(256)
-            .build()
-            .map_err(|e| WorkerError::Nats(format!("http client: {e}")))?,
+        http: http_client(false)?,
+        model_http: http_client(config.model_http2_prior_knowledge)?,
     });
     ::metrics::gauge!(metrics::WORKER_CAPACITY).set(config.capacity as f64);
 
@@ -408,6 +405,19 @@ pub async fn run_with(
     }
     tracing::info!(worker_id = %worker_id, "worker stopped");
     Ok(())
+}
+
+fn http_client(http2_prior_knowledge: bool) -> Result<reqwest::Client, WorkerError> {
+    let b = reqwest::Client::builder()
+        .user_agent(concat!("weft-worker/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(256);
+    let b = if http2_prior_knowledge {
+        b.http2_prior_knowledge()
+    } else {
+        b
+    };
+    b.build()
+        .map_err(|e| WorkerError::Nats(format!("http client: {e}")))
 }
 
 /// Takes or refuses an assignment.

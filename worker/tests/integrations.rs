@@ -591,3 +591,27 @@ async fn a_callers_traceparent_reaches_the_api_and_model_calls_as_child_spans() 
     assert!(!tp.contains("4bf92f3577b34da6a3ce929d0e0e4736"));
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_calls_can_share_one_http2_connection() {
+    let mut c = Cluster::start(0).await;
+    c.add_worker(|w| w.model_http2_prior_knowledge = true).await;
+    c.wait_workers(1).await;
+    let mock = MockModel::start(mock_config(200)).await.unwrap();
+    let wf = ai_workflow(&c, &mock, ai(json!({})), 10_000).await;
+    let ids: Vec<String> = futures_ids(&c, &wf, 20).await;
+    for id in &ids {
+        let run = c.wait_run(id, Duration::from_secs(10)).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+    }
+    assert_eq!(mock.requests(), 20);
+    c.shutdown().await;
+}
+
+async fn futures_ids(c: &Cluster, wf: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(c.submit(wf, json!({"n": i, "text": "h2"})).await);
+    }
+    ids
+}

@@ -65,7 +65,7 @@ async fn call(a: &Attempt, c: Call<'_>, model_timeout_ms: Option<u64>) -> Result
     let started_ms = now_ms();
     let started = Instant::now();
     let url = format!("{}/chat/completions", c.base_url.trim_end_matches('/'));
-    let mut req = a.env.http.post(&url).json(&c.body);
+    let mut req = a.env.model_http.post(&url).json(&c.body);
     if let Some(tp) = a.traceparent() {
         req = req.header("traceparent", tp);
     }

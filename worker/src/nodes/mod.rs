@@ -96,6 +96,8 @@ pub struct NodeEnv {
     pub max_output_bytes: usize,
     /// One HTTP client (connection pools) for API and AI nodes.
     pub http: reqwest::Client,
+    /// The client for model calls (HTTP/2 prior knowledge when configured).
+    pub model_http: reqwest::Client,
 }
 
 /// What a node leaves in the run's record besides its output, success or not.
