@@ -84,11 +84,6 @@ pub fn start_or_exit(service: &'static str, json: bool, otlp_endpoint: &str) -> 
     }
 }
 
-/// Logging set-up without OTLP (a subscriber already installed is kept).
-pub fn init_logging(json: bool) {
-    let _ = init("weft", json, "");
-}
-
 /// Holds the span exporter, if any.
 pub struct Telemetry {
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,

@@ -44,28 +44,6 @@ pub fn paths(s: &str) -> Result<Vec<String>, TemplateError> {
     Ok(out)
 }
 
-/// Every template path inside a JSON value's strings.
-pub fn value_paths(v: &Value) -> Result<Vec<String>, TemplateError> {
-    let mut out = Vec::new();
-    walk(v, &mut |s| {
-        out.extend(paths(s)?);
-        Ok(())
-    })?;
-    Ok(out)
-}
-
-fn walk(
-    v: &Value,
-    f: &mut impl FnMut(&str) -> Result<(), TemplateError>,
-) -> Result<(), TemplateError> {
-    match v {
-        Value::String(s) => f(s),
-        Value::Array(a) => a.iter().try_for_each(|x| walk(x, f)),
-        Value::Object(m) => m.values().try_for_each(|x| walk(x, f)),
-        _ => Ok(()),
-    }
-}
-
 /// Looks a dotted path up in the context.
 pub fn lookup<'a>(ctx: &'a Value, path: &str) -> Option<&'a Value> {
     let mut cur = ctx;
