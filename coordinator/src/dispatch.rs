@@ -831,14 +831,15 @@ impl Dispatcher {
     fn complete(&mut self, run: LiveRun) {
         let rec = &run.record;
         self.stats.end_run(&rec.workflow_id);
+        let workflow = bounded_label("workflow", &rec.workflow_id);
         let secs = rec
             .ended_at_ms
             .unwrap_or_else(now_ms)
             .saturating_sub(rec.created_at_ms) as f64
             / 1000.0;
-        metrics::counter!(m::RUNS_COMPLETED, "workflow" => bounded_label("workflow", &rec.workflow_id), "status" => rec.status.as_str())
+        metrics::counter!(m::RUNS_COMPLETED, "workflow" => workflow.clone(), "status" => rec.status.as_str())
             .increment(1);
-        metrics::histogram!(m::RUN_DURATION, "workflow" => bounded_label("workflow", &rec.workflow_id)).record(secs);
+        metrics::histogram!(m::RUN_DURATION, "workflow" => workflow.clone()).record(secs);
         if rec.status == RunStatus::TimedOut {
             if let Some(level) = rec.error.as_ref().and_then(|e| e.level) {
                 metrics::counter!(m::TIMEOUTS, "level" => level.as_str()).increment(1);

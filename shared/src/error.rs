@@ -52,6 +52,49 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for tests and documentation.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidRequest,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::InvalidDefinition,
+        ErrorCode::InvalidInput,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::NotDeployed,
+        ErrorCode::Conflict,
+        ErrorCode::QueueFull,
+        ErrorCode::NoWorkers,
+        ErrorCode::ShuttingDown,
+        ErrorCode::SyncTimeout,
+        ErrorCode::Internal,
+        ErrorCode::TimedOut,
+        ErrorCode::NodePanicked,
+        ErrorCode::NodeLost,
+        ErrorCode::ScriptError,
+        ErrorCode::ScriptOutOfMemory,
+        ErrorCode::ExpressionError,
+        ErrorCode::NoBranchMatched,
+        ErrorCode::OutputNotReached,
+        ErrorCode::Cancelled,
+        ErrorCode::WorkerLost,
+        ErrorCode::GuardrailBlocked,
+        ErrorCode::TemplateError,
+        ErrorCode::HttpError,
+        ErrorCode::ResponseTooLarge,
+        ErrorCode::ModelError,
+        ErrorCode::Forbidden,
+        ErrorCode::EncryptionUnavailable,
+        ErrorCode::OutputTooLarge,
+        ErrorCode::ConcurrencyLimit,
+        ErrorCode::IdempotencyKeyReused,
+        ErrorCode::IdempotencyInProgress,
+        ErrorCode::WorkflowDeployed,
+        ErrorCode::WorkflowInactive,
+        ErrorCode::InvalidArchive,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidJson => "invalid_json",
@@ -123,5 +166,23 @@ impl ErrorCode {
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn the_wire_name_is_the_stable_code() {
+        let mut seen = std::collections::HashSet::new();
+        for c in ErrorCode::ALL {
+            assert_eq!(
+                serde_json::to_string(c).unwrap(),
+                format!("\"{}\"", c.as_str())
+            );
+            assert!(seen.insert(c.as_str()), "{} twice", c.as_str());
+            assert!((400..600).contains(&c.http_status()));
+        }
     }
 }

@@ -14,6 +14,24 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// Bytes of a value's JSON, counted without building the text (size limits
+/// on run inputs and outputs).
+pub fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
 /// Workflow timeout when a definition gives none (the product default, 180 s).
 pub const DEFAULT_WORKFLOW_TIMEOUT_MS: u64 = 180_000;
 /// The longest workflow or node timeout a definition may ask for (600 s).

@@ -112,42 +112,7 @@ fn node_status() -> BoxedStrategy<NodeStatus> {
 }
 
 fn error_code() -> BoxedStrategy<ErrorCode> {
-    use ErrorCode::*;
-    prop::sample::select(vec![
-        InvalidJson,
-        InvalidRequest,
-        UnsupportedMediaType,
-        InvalidDefinition,
-        InvalidInput,
-        NotFound,
-        MethodNotAllowed,
-        PayloadTooLarge,
-        NotDeployed,
-        Conflict,
-        QueueFull,
-        NoWorkers,
-        ShuttingDown,
-        SyncTimeout,
-        Internal,
-        TimedOut,
-        NodePanicked,
-        NodeLost,
-        ScriptError,
-        ScriptOutOfMemory,
-        ExpressionError,
-        NoBranchMatched,
-        OutputNotReached,
-        Cancelled,
-        WorkerLost,
-        GuardrailBlocked,
-        TemplateError,
-        HttpError,
-        ResponseTooLarge,
-        ModelError,
-        Forbidden,
-        EncryptionUnavailable,
-    ])
-    .boxed()
+    prop::sample::select(ErrorCode::ALL.to_vec()).boxed()
 }
 
 fn run_error() -> BoxedStrategy<RunError> {

@@ -451,21 +451,23 @@ fn accept(
     if shared.inflight.load(Ordering::Relaxed) >= shared.capacity {
         return refuse("at capacity");
     }
+    // Checked once per (workflow, version); a hit costs a lookup only.
     let key = (a.workflow_id.clone(), a.version);
     let plan = match plans.get(&key) {
         Some(p) => Ok(p.clone()),
-        None => weft_shared::validate::validate(&a.definition).map(Arc::new),
-    };
-    let n = shared.inflight.fetch_add(1, Ordering::Relaxed) + 1;
-    ::metrics::gauge!(metrics::WORKER_INFLIGHT).set(n as f64);
-    let plan = match plan {
-        Ok(p) => {
+        None => weft_shared::validate::validate(&a.definition).map(|p| {
+            let p = Arc::new(p);
             if plans.len() >= PLAN_CACHE {
                 plans.clear();
             }
             plans.insert(key, p.clone());
             p
-        }
+        }),
+    };
+    let n = shared.inflight.fetch_add(1, Ordering::Relaxed) + 1;
+    ::metrics::gauge!(metrics::WORKER_INFLIGHT).set(n as f64);
+    let plan = match plan {
+        Ok(p) => p,
         Err(errors) => {
             // Cannot happen for a definition the coordinator deployed, unless
             // versions disagree; fail the run rather than the worker.

@@ -65,9 +65,7 @@ pub async fn start(
         ));
     }
     let deployed = st.deployed(&id).await?;
-    let input_bytes = serde_json::to_vec(&body.input)
-        .map(|v| v.len())
-        .unwrap_or(0);
+    let input_bytes = weft_shared::model::json_len(&body.input);
     if input_bytes > st.config.max_input_bytes {
         return Err(ApiError::new(
             ErrorCode::PayloadTooLarge,

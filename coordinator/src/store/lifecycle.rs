@@ -5,7 +5,7 @@
 use super::{from_json, to_json, workflow_from_row, Store, StoreError};
 use crate::model::{DraftBackup, EnvVarRow, Workflow};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::Row;
 use uuid::Uuid;
 use weft_shared::model::WorkflowDefinition;
 use weft_shared::time::now_ms;
@@ -81,7 +81,7 @@ impl Store {
                 workflow_id: id.clone(),
                 ..v.clone()
             };
-            write_env(&mut tx, &EnvWrite::Create(v)).await?;
+            write_env(&mut *tx, &EnvWrite::Create(v)).await?;
         }
         let row = sqlx::query("SELECT * FROM workflows WHERE id = ?")
             .bind(&id)
@@ -142,7 +142,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         for w in env {
-            write_env(&mut tx, w).await?;
+            write_env(&mut *tx, w).await?;
         }
         let row = sqlx::query("SELECT * FROM workflows WHERE id = ?")
             .bind(id)
@@ -163,8 +163,13 @@ impl Store {
     }
 }
 
-async fn write_env(tx: &mut Transaction<'_, Sqlite>, w: &EnvWrite) -> Result<(), StoreError> {
-    match w {
+/// Writes one variable; `false` if nothing changed (a name that exists, on
+/// create; one that does not, on replace).
+pub(super) async fn write_env<'e>(
+    ex: impl sqlx::SqliteExecutor<'e>,
+    w: &EnvWrite,
+) -> Result<bool, StoreError> {
+    let done = match w {
         EnvWrite::Create(v) => {
             sqlx::query(
                 "INSERT OR IGNORE INTO env_vars (workflow_id, name, value, secure, notes, created_at_ms, updated_at_ms)
@@ -177,8 +182,8 @@ async fn write_env(tx: &mut Transaction<'_, Sqlite>, w: &EnvWrite) -> Result<(),
             .bind(&v.notes)
             .bind(v.created_at_ms as i64)
             .bind(v.updated_at_ms as i64)
-            .execute(&mut **tx)
-            .await?;
+            .execute(ex)
+            .await?
         }
         EnvWrite::Replace(v) => {
             sqlx::query(
@@ -190,11 +195,11 @@ async fn write_env(tx: &mut Transaction<'_, Sqlite>, w: &EnvWrite) -> Result<(),
             .bind(v.updated_at_ms as i64)
             .bind(&v.workflow_id)
             .bind(&v.name)
-            .execute(&mut **tx)
-            .await?;
+            .execute(ex)
+            .await?
         }
-    }
-    Ok(())
+    };
+    Ok(done.rows_affected() == 1)
 }
 
 fn backup_from_row(r: &SqliteRow) -> Result<DraftBackup, StoreError> {

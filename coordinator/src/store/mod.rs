@@ -71,6 +71,18 @@ pub struct ModelSample {
     pub completion_tokens: u64,
 }
 
+/// Binds [`RUN_FILTER`]'s ?1..?5.
+fn bind_filter<'q>(
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    f: &'q RunFilter,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    q.bind(f.workflow_id.as_deref())
+        .bind(f.status.map(|s| s.as_str()))
+        .bind(f.trigger.as_deref())
+        .bind(f.from_ms.map(|v| v as i64))
+        .bind(f.to_ms.map(|v| v as i64))
+}
+
 /// The filter on `runs` shared by the list and the monitor; binds ?1..?5.
 const RUN_FILTER: &str =
     "(?1 IS NULL OR runs.workflow_id = ?1) AND (?2 IS NULL OR runs.status = ?2)
@@ -102,33 +114,9 @@ impl Store {
 
     // ---- workflows -------------------------------------------------------
 
+    /// Creates a workflow (a draft, not deployed).
     pub async fn create_workflow(&self, def: &WorkflowDefinition) -> Result<Workflow, StoreError> {
-        let id = Uuid::now_v7().to_string();
-        let now = now_ms() as i64;
-        sqlx::query(
-            "INSERT INTO workflows (id, name, description, definition, latest_version, created_at_ms, updated_at_ms)
-             VALUES (?, ?, ?, ?, 0, ?, ?)",
-        )
-        .bind(&id)
-        .bind(&def.name)
-        .bind(&def.description)
-        .bind(to_json(def))
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(Workflow {
-            id,
-            name: def.name.clone(),
-            description: def.description.clone(),
-            definition: def.clone(),
-            latest_version: None,
-            deployed: false,
-            deployed_version: None,
-            active: true,
-            created_at_ms: now as u64,
-            updated_at_ms: now as u64,
-        })
+        self.import_workflow(def, &[]).await
     }
 
     pub async fn get_workflow(&self, id: &str) -> Result<Option<Workflow>, StoreError> {
@@ -161,20 +149,10 @@ impl Store {
         id: &str,
         def: &WorkflowDefinition,
     ) -> Result<Option<Workflow>, StoreError> {
-        let done = sqlx::query(
-            "UPDATE workflows SET name = ?, description = ?, definition = ?, updated_at_ms = ? WHERE id = ?",
-        )
-        .bind(&def.name)
-        .bind(&def.description)
-        .bind(to_json(def))
-        .bind(now_ms() as i64)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(None);
-        }
-        self.get_workflow(id).await
+        Ok(self
+            .import_draft(id, def, false, &[])
+            .await?
+            .map(|(w, _)| w))
     }
 
     /// Deletes a workflow, its versions and draft backups, unless it is
@@ -399,20 +377,7 @@ impl Store {
 
     /// Adds a variable; `false` if one of that name exists.
     pub async fn create_env(&self, v: &EnvVarRow) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT OR IGNORE INTO env_vars (workflow_id, name, value, secure, notes, created_at_ms, updated_at_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&v.workflow_id)
-        .bind(&v.name)
-        .bind(&v.value)
-        .bind(v.secure)
-        .bind(&v.notes)
-        .bind(v.created_at_ms as i64)
-        .bind(v.updated_at_ms as i64)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        lifecycle::write_env(&self.pool, &EnvWrite::Create(v.clone())).await
     }
 
     pub async fn list_env(&self, workflow_id: &str) -> Result<Vec<EnvVarRow>, StoreError> {
@@ -438,18 +403,7 @@ impl Store {
 
     /// Replaces a variable's value, secure flag and notes.
     pub async fn update_env(&self, v: &EnvVarRow) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE env_vars SET value = ?, secure = ?, notes = ?, updated_at_ms = ? WHERE workflow_id = ? AND name = ?",
-        )
-        .bind(&v.value)
-        .bind(v.secure)
-        .bind(&v.notes)
-        .bind(v.updated_at_ms as i64)
-        .bind(&v.workflow_id)
-        .bind(&v.name)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        lifecycle::write_env(&self.pool, &EnvWrite::Replace(v.clone())).await
     }
 
     pub async fn delete_env(&self, workflow_id: &str, name: &str) -> Result<bool, StoreError> {
@@ -471,14 +425,9 @@ impl Store {
 
     /// Runs newest first.
     pub async fn list_runs(&self, f: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = bind_filter(sqlx::query(&format!(
             "SELECT * FROM runs WHERE {RUN_FILTER} AND (?6 IS NULL OR id < ?6) ORDER BY id DESC LIMIT ?7"
-        ))
-        .bind(f.workflow_id.as_deref())
-        .bind(f.status.map(|s| s.as_str()))
-        .bind(f.trigger.as_deref())
-        .bind(f.from_ms.map(|v| v as i64))
-        .bind(f.to_ms.map(|v| v as i64))
+        )), f)
         .bind(f.before.map(|u| u.to_string()))
         .bind(f.limit as i64)
         .fetch_all(&self.pool)
@@ -489,29 +438,25 @@ impl Store {
     /// Every ended run matching the filter (cursor and limit ignored): its
     /// duration, sorted, and counts by status. Exact, not sampled.
     pub async fn run_sample(&self, f: &RunFilter) -> Result<RunSample, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT ended_at_ms - created_at_ms AS d FROM runs
+        let rows = bind_filter(
+            sqlx::query(&format!(
+                "SELECT ended_at_ms - created_at_ms AS d FROM runs
              WHERE {RUN_FILTER} AND ended_at_ms IS NOT NULL ORDER BY d"
-        ))
-        .bind(f.workflow_id.as_deref())
-        .bind(f.status.map(|s| s.as_str()))
-        .bind(f.trigger.as_deref())
-        .bind(f.from_ms.map(|v| v as i64))
-        .bind(f.to_ms.map(|v| v as i64))
+            )),
+            f,
+        )
         .fetch_all(&self.pool)
         .await?;
         let durations_ms = rows
             .iter()
             .map(|r| r.try_get::<i64, _>("d").map(|d| d.max(0) as u64))
             .collect::<Result<_, _>>()?;
-        let rows = sqlx::query(&format!(
-            "SELECT status, COUNT(*) AS n FROM runs WHERE {RUN_FILTER} GROUP BY status"
-        ))
-        .bind(f.workflow_id.as_deref())
-        .bind(f.status.map(|s| s.as_str()))
-        .bind(f.trigger.as_deref())
-        .bind(f.from_ms.map(|v| v as i64))
-        .bind(f.to_ms.map(|v| v as i64))
+        let rows = bind_filter(
+            sqlx::query(&format!(
+                "SELECT status, COUNT(*) AS n FROM runs WHERE {RUN_FILTER} GROUP BY status"
+            )),
+            f,
+        )
         .fetch_all(&self.pool)
         .await?;
         let mut by_status = Vec::new();
@@ -529,16 +474,11 @@ impl Store {
 
     /// Model calls of runs matching the filter.
     pub async fn model_sample(&self, f: &RunFilter) -> Result<ModelSample, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = bind_filter(sqlx::query(&format!(
             "SELECT m.ended_at_ms - m.started_at_ms AS d, m.status, m.prompt_tokens, m.completion_tokens
              FROM model_runs m JOIN runs ON runs.id = m.run_id
              WHERE {RUN_FILTER} ORDER BY d"
-        ))
-        .bind(f.workflow_id.as_deref())
-        .bind(f.status.map(|s| s.as_str()))
-        .bind(f.trigger.as_deref())
-        .bind(f.from_ms.map(|v| v as i64))
-        .bind(f.to_ms.map(|v| v as i64))
+        )), f)
         .fetch_all(&self.pool)
         .await?;
         let mut out = ModelSample::default();

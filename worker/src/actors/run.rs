@@ -405,7 +405,7 @@ impl Handler<NodeFinished> for RunActor {
                 self.steps
                     .insert(node_id, json!({"output": out.value.clone()}));
                 if msg.idx == self.plan.output {
-                    let size = serde_json::to_vec(&out.value).map(|v| v.len()).unwrap_or(0);
+                    let size = weft_shared::model::json_len(&out.value);
                     if size > self.env.max_output_bytes {
                         let err = RunError::new(
                             ErrorCode::OutputTooLarge,
