@@ -63,7 +63,7 @@ impl Store {
     ) -> Result<Workflow, StoreError> {
         let id = Uuid::now_v7().to_string();
         let now = now_ms() as i64;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO workflows (id, name, description, definition, latest_version, created_at_ms, updated_at_ms)
              VALUES (?, ?, ?, ?, 0, ?, ?)",
@@ -101,7 +101,7 @@ impl Store {
         env: &[EnvWrite],
     ) -> Result<Option<(Workflow, Option<DraftBackup>)>, StoreError> {
         let now = now_ms() as i64;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let Some(old) = sqlx::query("SELECT definition FROM workflows WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *tx)

@@ -112,6 +112,16 @@ impl Store {
         Ok(Store { pool, writer })
     }
 
+    /// A transaction that takes the write lock at once (`BEGIN IMMEDIATE`).
+    /// A deferred one that reads first and writes later fails with a busy
+    /// error, which no busy timeout retries, if the run writer commits in
+    /// between (WAL mode); taking the lock first makes it wait instead.
+    pub(crate) async fn write_tx(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     // ---- workflows -------------------------------------------------------
 
     /// Creates a workflow (a draft, not deployed).
@@ -158,7 +168,7 @@ impl Store {
     /// Deletes a workflow, its versions and draft backups, unless it is
     /// deployed (checked in the same transaction); its runs stay.
     pub async fn delete_workflow(&self, id: &str) -> Result<DeleteOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query("DELETE FROM workflows WHERE id = ? AND deployed_version IS NULL")
             .bind(id)
             .execute(&mut *tx)
@@ -191,7 +201,7 @@ impl Store {
     /// deployed one (a redeploy, or a deploy after an undeploy, is the same
     /// step). `None` if absent.
     pub async fn deploy(&self, id: &str) -> Result<Option<WorkflowVersion>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query("SELECT definition, latest_version FROM workflows WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -318,7 +328,7 @@ impl Store {
         retention_ms: u64,
     ) -> Result<Option<(Uuid, String)>, StoreError> {
         let now = now_ms() as i64;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         // Expired claims no longer count.
         sqlx::query(
             "DELETE FROM idempotency_keys WHERE workflow_id = ? AND key = ? AND created_at_ms < ?",

@@ -76,7 +76,7 @@ fn latest_states(batch: &[Op]) -> Vec<&RunRecord> {
 
 async fn commit(pool: &SqlitePool, batch: &[Op]) -> Result<(), WriteError> {
     let fail = |e: sqlx::Error| WriteError::Failed(e.to_string());
-    let mut tx = pool.begin().await.map_err(fail)?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
     for r in latest_states(batch) {
         sqlx::query(
             "INSERT INTO runs (id, workflow_id, version, status, trigger, input, output, error,
