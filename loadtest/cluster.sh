@@ -123,10 +123,17 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
+# The first admin's token: yours if WEFT_TOKEN is set, else a fresh one.
+# weft-load and the curl commands below send it as a bearer token.
+WEFT_TOKEN="${WEFT_TOKEN:-$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')}"
+export WEFT_TOKEN
+(umask 077 && printf '%s\n' "$WEFT_TOKEN" >"$STATE/admin-token")
+AUTH=(-H "Authorization: Bearer $WEFT_TOKEN")
+
 setsid "$WEFT_NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$STATE/nats" >"$STATE/nats.log" 2>&1 &
 PIDS+=($!)
 export WEFT_NATS_URL="nats://127.0.0.1:$NATS_PORT"
-WEFT_HTTP_ADDR="127.0.0.1:$HTTP_PORT" WEFT_DATABASE_URL="sqlite://$STATE/weft.db" \
+WEFT_HTTP_ADDR="127.0.0.1:$HTTP_PORT" WEFT_DATABASE_URL="sqlite://$STATE/weft.db" WEFT_ADMIN_TOKEN="$WEFT_TOKEN" \
   setsid "$TARGET/weft-coordinator" >"$STATE/coordinator.log" 2>&1 &
 PIDS+=($!)
 for i in 1 2; do
@@ -137,7 +144,7 @@ done
 
 say "waiting for the coordinator and two workers"
 for _ in $(seq 1 100); do
-  n=$(curl -sf "$BASE/v1/workers" 2>/dev/null | python3 -c 'import sys,json; print(len(json.load(sys.stdin)["items"]))' 2>/dev/null || echo 0)
+  n=$(curl -sf "${AUTH[@]}" "$BASE/v1/workers" 2>/dev/null | python3 -c 'import sys,json; print(len(json.load(sys.stdin)["items"]))' 2>/dev/null || echo 0)
   [ "$n" = 2 ] && break
   sleep 0.1
 done
@@ -145,27 +152,32 @@ done
 say "up: NATS $WEFT_NATS_URL, coordinator $BASE, workers worker-1 and worker-2"
 
 if [ "$MODE" = demo ]; then
-  WF=$(curl -sf -X POST "$BASE/v1/workflows" -H 'content-type: application/json' --data @docs/examples/triage.json \
+  WF=$(curl -sf "${AUTH[@]}" -X POST "$BASE/v1/workflows" -H 'content-type: application/json' --data @docs/examples/triage.json \
     | python3 -c 'import sys,json; print(json.load(sys.stdin)["id"])')
-  curl -sf -X POST "$BASE/v1/workflows/$WF/deploy" >/dev/null
+  curl -sf "${AUTH[@]}" -X POST "$BASE/v1/workflows/$WF/deploy" >/dev/null
   say "deployed docs/examples/triage.json as workflow $WF; running it once:"
-  curl -s -X POST "$BASE/v1/workflows/$WF/runs?mode=sync" -H 'content-type: application/json' \
+  curl -s "${AUTH[@]}" -X POST "$BASE/v1/workflows/$WF/runs?mode=sync" -H 'content-type: application/json' \
     -d '{"input": {"subject": "Site is down", "body": "Customers cannot log in since 9:00", "customer_tier": "enterprise"}}' \
     | python3 -c 'import sys,json; r=json.load(sys.stdin); print(json.dumps({k: r[k] for k in ("id","status","output","attempts")}, indent=2))'
   cat <<TRY
 
-Try next:
+Try next (you are the admin; the token is also in $STATE/admin-token):
+  export WEFT_TOKEN='$WEFT_TOKEN'
   # run it synchronously
-  curl -s -X POST '$BASE/v1/workflows/$WF/runs' -H 'content-type: application/json' \\
+  curl -s -H "Authorization: Bearer \$WEFT_TOKEN" -X POST '$BASE/v1/workflows/$WF/runs' -H 'content-type: application/json' \\
     -d '{"input": {"subject": "Invoice question", "body": "Where is my invoice?"}}'
   # run it asynchronously, then poll the status URL it returns
-  curl -s -X POST '$BASE/v1/workflows/$WF/runs?mode=async' -H 'content-type: application/json' \\
+  curl -s -H "Authorization: Bearer \$WEFT_TOKEN" -X POST '$BASE/v1/workflows/$WF/runs?mode=async' -H 'content-type: application/json' \\
     -d '{"input": {"subject": "Outage", "body": "everything is down"}}'
-  curl -s '$BASE/v1/runs?workflow_id=$WF&limit=5'
+  curl -s -H "Authorization: Bearer \$WEFT_TOKEN" '$BASE/v1/runs?workflow_id=$WF&limit=5'
   # input that does not match the schema is a 400 naming the field
-  curl -s -X POST '$BASE/v1/workflows/$WF/runs' -H 'content-type: application/json' -d '{"input": {"subject": 3}}'
+  curl -s -H "Authorization: Bearer \$WEFT_TOKEN" -X POST '$BASE/v1/workflows/$WF/runs' -H 'content-type: application/json' -d '{"input": {"subject": 3}}'
+  # an API key that can only run this workflow (its secret is shown once)
+  curl -s -H "Authorization: Bearer \$WEFT_TOKEN" -X POST '$BASE/v1/workflows/$WF/keys' -H 'content-type: application/json' -d '{"name": "demo"}'
+  # the audit log
+  curl -s -H "Authorization: Bearer \$WEFT_TOKEN" '$BASE/v1/audit?limit=5'
   # the workers, and the metrics
-  curl -s '$BASE/v1/workers'
+  curl -s -H "Authorization: Bearer \$WEFT_TOKEN" '$BASE/v1/workers'
   curl -s '$BASE/metrics' | grep weft_runs
   curl -s 'http://127.0.0.1:9091/metrics' | grep weft_node
 

@@ -56,6 +56,18 @@ pub struct CoordinatorConfig {
     /// Keys that sealed values before a rotation; values are re-encrypted
     /// under `encryption_key` at start. Never printed.
     pub previous_encryption_keys: Vec<String>,
+    /// The first admin's token (at least 24 characters; generate one with
+    /// `openssl rand -base64 32`). At start the user `admin_name` is made an
+    /// admin holding this token; a token configured before is revoked.
+    /// Required. Never printed.
+    pub admin_token: String,
+    /// The first admin's user name.
+    pub admin_name: String,
+    /// Requests a second one API key may make (a token bucket); beyond it
+    /// 429 `rate_limited` with `Retry-After`. 0: no limit.
+    pub api_key_rate_limit_per_s: u32,
+    /// How many requests an API key may make at once above its rate.
+    pub api_key_rate_limit_burst: u32,
 }
 
 impl Default for CoordinatorConfig {
@@ -81,6 +93,10 @@ impl Default for CoordinatorConfig {
             public_url: String::new(),
             encryption_key: String::new(),
             previous_encryption_keys: Vec::new(),
+            admin_token: String::new(),
+            admin_name: "admin".into(),
+            api_key_rate_limit_per_s: 1_000,
+            api_key_rate_limit_burst: 2_000,
         }
     }
 }
@@ -102,6 +118,16 @@ impl CoordinatorConfig {
                 "database_url `{}` is not supported: only sqlite: URLs for now",
                 self.database_url
             ));
+        }
+        if self.admin_token.trim().chars().count() < 24 {
+            return Err(if self.admin_token.is_empty() {
+                "admin_token is not set: set WEFT_ADMIN_TOKEN to a secret of at least 24 characters (e.g. `openssl rand -base64 32`); it is the first admin's token".into()
+            } else {
+                "admin_token must be at least 24 characters".into()
+            });
+        }
+        if self.admin_name.trim().is_empty() {
+            return Err("admin_name must not be empty".into());
         }
         crate::secrets::Crypto::new(&self.encryption_key, &self.previous_encryption_keys)
             .map_err(|e| e.to_string())?;

@@ -9,6 +9,7 @@
 //!
 //! [`run`] is the whole server; `main.rs` only parses flags and calls it.
 
+pub mod access;
 pub mod api;
 pub mod config;
 pub mod dispatch;
@@ -85,6 +86,27 @@ pub async fn run(
         .map_err(|e| CoordinatorError::Config(e.to_string()))?;
     let store = store::Store::open(&config.database_url).await?;
     rotate_keys(&store, &crypto).await?;
+    let admin = store
+        .ensure_admin(
+            config.admin_name.trim(),
+            &access::hash_secret(config.admin_token.trim()),
+        )
+        .await?;
+    tracing::info!(user = %admin.name, "admin token from configuration installed");
+    access::append(
+        &store,
+        access::event(
+            None,
+            "system",
+            "coordinator.started",
+            None,
+            format!(
+                "coordinator started; `{}` is admin by configuration",
+                admin.name
+            ),
+        ),
+    )
+    .await;
     let nats_disconnected: Arc<std::sync::Mutex<Option<std::time::Instant>>> = Arc::default();
     let on_event = nats_disconnected.clone();
     let nats = async_nats::ConnectOptions::new()

@@ -14,6 +14,7 @@ pub const WIRE_ERRORS: &str = "weft_wire_decode_errors_total";
 pub const HTTP_REQUESTS: &str = "weft_http_requests_total";
 pub const HTTP_DURATION: &str = "weft_http_request_duration_seconds";
 pub const RUNS_REJECTED: &str = "weft_runs_rejected_total";
+pub const AUDIT_WRITE_ERRORS: &str = "weft_audit_write_errors_total";
 
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -59,6 +60,10 @@ pub fn describe() {
     );
     describe_counter!(
         RUNS_REJECTED,
-        "Run requests refused, by reason (queue_full, no_workers, shutting_down)."
+        "Run requests refused, by reason (queue_full, no_workers, shutting_down, concurrency_limit, rate_limited)."
+    );
+    describe_counter!(
+        AUDIT_WRITE_ERRORS,
+        "Audit events that could not be appended (each is also logged at error)."
     );
 }

@@ -115,3 +115,86 @@ impl RunRecord {
         }
     }
 }
+
+/// Someone who calls the management API.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    /// Sees and may do everything, including managing users.
+    pub admin: bool,
+    pub created_at_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// A user's token: acts as that user.
+    UserToken,
+    /// A workflow's API key: may only run that workflow and read its runs.
+    ApiKey,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::UserToken => "user_token",
+            CredentialKind::ApiKey => "api_key",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "user_token" => Some(CredentialKind::UserToken),
+            "api_key" => Some(CredentialKind::ApiKey),
+            _ => None,
+        }
+    }
+}
+
+/// A user token or API key as listed: never its secret (only a hash of it is
+/// stored), but its first characters to tell keys apart.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Credential {
+    pub id: String,
+    pub kind: CredentialKind,
+    pub user_id: Option<String>,
+    pub workflow_id: Option<String>,
+    pub name: String,
+    pub prefix: String,
+    pub created_at_ms: u64,
+    /// The user who created it.
+    pub created_by: Option<String>,
+    /// Updated at most once a second per credential.
+    pub last_used_ms: Option<u64>,
+    pub revoked_at_ms: Option<u64>,
+}
+
+/// A workflow shared with a user.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Share {
+    pub workflow_id: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub role: crate::access::Role,
+    pub granted_at_ms: u64,
+    pub granted_by: Option<String>,
+}
+
+/// One entry of the append-only audit log. Never holds a secret or a
+/// variable's value.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuditEvent {
+    /// Its position in the log (the list's cursor).
+    pub seq: i64,
+    pub at_ms: u64,
+    /// `auth`, `workflow`, `key`, `sharing`, `env`, `user`, `run`, `system`.
+    pub category: String,
+    /// E.g. `workflow.deployed`.
+    pub event: String,
+    /// Who did it; none for system events.
+    pub user_id: Option<String>,
+    pub user_name: Option<String>,
+    pub workflow_id: Option<String>,
+    pub description: String,
+}

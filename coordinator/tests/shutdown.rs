@@ -6,6 +6,21 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use weft_shared::testutil::NatsServer;
 
+const ADMIN_TOKEN: &str = "shutdown-test-admin-token-0123456789";
+
+/// A client that authenticates as the configured admin.
+fn client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 struct Proc(Child);
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -35,12 +50,13 @@ async fn start(nats: &NatsServer, dir: &std::path::Path) -> (Proc, String) {
             format!("sqlite://{}", dir.join("w.db").display()),
         )
         .env("WEFT_SHUTDOWN_GRACE_MS", "10000")
+        .env("WEFT_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
+    let http = client();
     let start = Instant::now();
     while http.get(format!("{base}/healthz")).send().await.is_err() {
         assert!(
@@ -127,7 +143,7 @@ async fn sigterm_finishes_requests_in_flight_then_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (mut coord, base) = start(&nats, dir.path()).await;
     let stop_worker = worker(&nats).await;
-    let http = reqwest::Client::new();
+    let http = client();
     wait_workers(&http, &base).await;
     let wf = deploy(
         &http,
@@ -176,7 +192,7 @@ async fn a_second_signal_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (mut coord, base) = start(&nats, dir.path()).await;
     let stop_worker = worker(&nats).await;
-    let http = reqwest::Client::new();
+    let http = client();
     wait_workers(&http, &base).await;
     let wf = deploy(&http, &base, def("return 1", Some("hang"))).await;
     let url = format!("{base}/v1/workflows/{wf}/runs");
@@ -208,11 +224,28 @@ fn bad_configuration_exits_64_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.to_lowercase().contains("queue_capacity"), "{err}");
 
+    // No admin token: the coordinator refuses to start without one.
+    let out = Command::new(env!("CARGO_BIN_EXE_weft-coordinator"))
+        .env_remove("WEFT_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("WEFT_ADMIN_TOKEN"), "{err}");
+
     let out = Command::new(env!("CARGO_BIN_EXE_weft-coordinator"))
         .env("WEFT_QUEUE_CAPACITY", "7")
+        .env("WEFT_ADMIN_TOKEN", ADMIN_TOKEN)
         .arg("--print-config")
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("queue_capacity = 7"));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("queue_capacity = 7"));
+    // The token is never printed.
+    assert!(!printed.contains(ADMIN_TOKEN), "{printed}");
+    assert!(
+        printed.contains("admin_token = \"[redacted]\""),
+        "{printed}"
+    );
 }

@@ -18,10 +18,25 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+/// The token requests carry: `WEFT_TOKEN`, else the one `chaos` configures
+/// its own coordinator with. (`loadtest/cluster.sh` sets `WEFT_TOKEN`.)
+pub fn token() -> String {
+    std::env::var("WEFT_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "weft-load-local-admin-token-00000000".to_string())
+}
+
 /// The HTTP client every command measures with: keep-alive, no Nagle, no
-/// proxy (loopback only), `timeout` per request.
+/// proxy (loopback only), `timeout` per request, the [`token`] as bearer.
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, LoadError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token()))
+        .map_err(|_| LoadError::Other("WEFT_TOKEN is not a valid header value".into()))?;
+    auth.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, auth);
     reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .tcp_nodelay(true)

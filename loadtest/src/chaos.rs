@@ -518,6 +518,7 @@ impl Cluster {
             c.env("WEFT_NATS_URL", nats)
                 .env("WEFT_HTTP_ADDR", addr)
                 .env("WEFT_DATABASE_URL", db)
+                .env("WEFT_ADMIN_TOKEN", crate::api::token())
                 .env("RUST_LOG", "warn");
         })?;
         self.coordinator = Some(child);

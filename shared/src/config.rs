@@ -84,13 +84,14 @@ where
 }
 
 /// The effective config as TOML-like text for `--print-config`. Settings
-/// whose name holds `key`, `secret`, `password` or `token` print as
-/// `"[redacted]"` when set.
+/// whose name ends in `key(s)`, `secret(s)`, `password(s)` or `token(s)`
+/// (`encryption_key`, `admin_token`) print as `"[redacted]"` when set;
+/// `api_key_rate_limit_per_s` is not a secret and prints.
 pub fn render<T: Serialize>(config: &T) -> String {
     let secret = |k: &str| {
-        ["key", "secret", "password", "token"]
-            .iter()
-            .any(|w| k.contains(w))
+        let last = k.rsplit('_').next().unwrap_or(k);
+        let last = last.strip_suffix('s').unwrap_or(last);
+        ["key", "secret", "password", "token"].contains(&last)
     };
     match serde_json::to_value(config) {
         Ok(serde_json::Value::Object(map)) => map

@@ -49,6 +49,9 @@ pub enum ErrorCode {
     WorkflowDeployed,
     WorkflowInactive,
     InvalidArchive,
+    // Authentication and access.
+    Unauthenticated,
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -93,6 +96,8 @@ impl ErrorCode {
         ErrorCode::WorkflowDeployed,
         ErrorCode::WorkflowInactive,
         ErrorCode::InvalidArchive,
+        ErrorCode::Unauthenticated,
+        ErrorCode::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -136,6 +141,8 @@ impl ErrorCode {
             ErrorCode::WorkflowDeployed => "workflow_deployed",
             ErrorCode::WorkflowInactive => "workflow_inactive",
             ErrorCode::InvalidArchive => "invalid_archive",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 
@@ -147,12 +154,13 @@ impl ErrorCode {
             | ErrorCode::InvalidDefinition
             | ErrorCode::InvalidInput => 400,
             ErrorCode::NotFound => 404,
+            ErrorCode::Unauthenticated => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Conflict | ErrorCode::NotDeployed | ErrorCode::EncryptionUnavailable => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::QueueFull | ErrorCode::ConcurrencyLimit => 429,
+            ErrorCode::QueueFull | ErrorCode::ConcurrencyLimit | ErrorCode::RateLimited => 429,
             ErrorCode::IdempotencyKeyReused | ErrorCode::IdempotencyInProgress => 409,
             ErrorCode::WorkflowDeployed | ErrorCode::WorkflowInactive => 409,
             ErrorCode::InvalidArchive => 400,

@@ -185,6 +185,7 @@ async fn a_coordinator_killed_and_restarted_completes_what_it_accepted() {
                     format!("sqlite://{}", dir.path().join("c.db").display()),
                 )
                 .env("WEFT_WORKER_DEAD_AFTER_MS", "1500")
+                .env("WEFT_ADMIN_TOKEN", common::ADMIN_TOKEN)
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .spawn()

@@ -91,6 +91,7 @@ fn every_path_the_chart_probes_is_served_by_the_real_binaries() {
                 "WEFT_DATABASE_URL",
                 format!("sqlite://{}", dir.path().join("c.db").display()),
             )
+            .env("WEFT_ADMIN_TOKEN", "helm-chart-test-admin-token-0123")
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),

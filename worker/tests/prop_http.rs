@@ -1001,7 +1001,13 @@ async fn random_requests_never_get_a_5xx_and_every_4xx_has_the_error_shape() {
     let wf = c.deploy(&four_node()).await;
     // A fresh connection per request: a connection the server closed after
     // an early answer is never reused.
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", common::ADMIN_TOKEN).parse().unwrap(),
+    );
     let http = reqwest::Client::builder()
+        .default_headers(auth)
         .timeout(REQUEST_TIMEOUT)
         .pool_max_idle_per_host(0)
         .build()

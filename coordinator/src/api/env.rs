@@ -3,8 +3,10 @@
 //! shows `"value": null` and `"secure": true`); it is decrypted only when a run
 //! that names it is dispatched.
 
+use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::St;
+use crate::access::Role;
 use crate::model::EnvVarRow;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -92,9 +94,11 @@ async fn workflow_exists(st: &St, id: &str) -> Result<(), ApiError> {
 
 pub async fn create(
     st: St,
+    who: AuthUser,
     ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<CreateBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    st.role(&who, &id, Role::Editor).await?;
     check_name(&b.name)?;
     workflow_exists(&st, &id).await?;
     let now = now_ms();
@@ -115,10 +119,27 @@ pub async fn create(
     }
     st.forget_env(&id);
     tracing::info!(workflow_id = %id, name = %row.name, secure = row.secure, "environment variable created");
+    st.audit(
+        &who.principal,
+        "env",
+        "env.created",
+        Some(&id),
+        format!(
+            "created {} variable `{}`",
+            if row.secure { "secure" } else { "plain" },
+            row.name
+        ),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(EnvVarView::from(row))))
 }
 
-pub async fn list(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn list(
+    st: St,
+    who: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.role(&who, &id, Role::Viewer).await?;
     workflow_exists(&st, &id).await?;
     let items: Vec<EnvVarView> = st
         .store
@@ -132,8 +153,10 @@ pub async fn list(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoRespo
 
 pub async fn get(
     st: St,
+    who: AuthUser,
     ApiPath((id, name)): ApiPath<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
+    st.role(&who, &id, Role::Viewer).await?;
     let row = st
         .store
         .get_env(&id, &name)
@@ -144,9 +167,11 @@ pub async fn get(
 
 pub async fn update(
     st: St,
+    who: AuthUser,
     ApiPath((id, name)): ApiPath<(String, String)>,
     ApiJson(b): ApiJson<UpdateBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    st.role(&who, &id, Role::Editor).await?;
     let mut row = st
         .store
         .get_env(&id, &name)
@@ -172,17 +197,35 @@ pub async fn update(
     st.store.update_env(&row).await?;
     st.forget_env(&id);
     tracing::info!(workflow_id = %id, name = %name, secure = row.secure, "environment variable updated");
+    st.audit(
+        &who.principal,
+        "env",
+        "env.updated",
+        Some(&id),
+        format!("updated variable `{name}` (secure: {})", row.secure),
+    )
+    .await;
     Ok(Json(EnvVarView::from(row)))
 }
 
 pub async fn delete(
     st: St,
+    who: AuthUser,
     ApiPath((id, name)): ApiPath<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
+    st.role(&who, &id, Role::Editor).await?;
     if !st.store.delete_env(&id, &name).await? {
         return Err(ApiError::not_found("variable"));
     }
     st.forget_env(&id);
     tracing::info!(workflow_id = %id, name = %name, "environment variable deleted");
+    st.audit(
+        &who.principal,
+        "env",
+        "env.deleted",
+        Some(&id),
+        format!("deleted variable `{name}`"),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -22,10 +22,12 @@
 //! an existing plain variable (whose value is then encrypted in place).
 //! Variables of the workflow that the archive does not name are left alone.
 
+use super::auth::AuthUser;
 use super::env::check_name;
 use super::error::{ApiError, ApiPath, ApiQuery};
 use super::workflows::check;
 use super::St;
+use crate::access::Role;
 use crate::model::EnvVarRow;
 use crate::store::EnvWrite;
 use axum::body::Bytes;
@@ -316,11 +318,14 @@ pub struct ExportQuery {
 }
 
 /// `GET /v1/workflows/{id}/export?version=N|draft`: the zip.
+/// Editors and owners export; viewers may not.
 pub async fn export(
     st: St,
+    who: AuthUser,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
+    st.role(&who, &id, Role::Editor).await?;
     let wf = st
         .store
         .get_workflow(&id)
@@ -406,6 +411,18 @@ pub async fn export(
         number.map_or("draft".to_string(), |n| format!("v{n}"))
     );
     tracing::info!(workflow_id = %id, version = ?number, "workflow exported");
+    st.audit(
+        &who.principal,
+        "workflow",
+        "workflow.exported",
+        Some(&id),
+        format!(
+            "exported `{}` ({})",
+            wf.name,
+            number.map_or("draft".to_string(), |n| format!("version {n}"))
+        ),
+    )
+    .await;
     Ok((
         [
             (header::CONTENT_TYPE, "application/zip".to_string()),
@@ -483,6 +500,7 @@ fn sealer(st: &St) -> impl Fn(&str) -> Result<String, ApiError> + '_ {
 /// deployed), with its variables.
 pub async fn import_new(
     st: St,
+    who: AuthUser,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -496,8 +514,23 @@ pub async fn import_new(
             EnvWrite::Replace(_) => None,
         })
         .collect();
-    let wf = st.store.import_workflow(&def, &rows).await?;
+    let wf = st
+        .store
+        .import_workflow(&def, &rows, Some(&who.user.id))
+        .await?;
     tracing::info!(workflow_id = %wf.id, variables = rows.len(), "workflow imported");
+    st.audit(
+        &who.principal,
+        "workflow",
+        "workflow.imported",
+        Some(&wf.id),
+        format!(
+            "imported `{}` as a new workflow with {} variable(s)",
+            wf.name,
+            rows.len()
+        ),
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         [("location", format!("/v1/workflows/{}", wf.id))],
@@ -521,11 +554,13 @@ pub struct ImportQuery {
 /// variable changes apply at once (variables are not versioned).
 pub async fn import_into(
     st: St,
+    who: AuthUser,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ImportQuery>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    st.role(&who, &id, Role::Editor).await?;
     if st.store.get_workflow(&id).await?.is_none() {
         return Err(ApiError::not_found("workflow"));
     }
@@ -546,13 +581,35 @@ pub async fn import_into(
         .ok_or_else(|| ApiError::not_found("workflow"))?;
     st.forget_env(&id);
     tracing::info!(workflow_id = %id, backup = q.backup, variables = writes.len(), "workflow draft imported");
+    st.audit(
+        &who.principal,
+        "workflow",
+        "workflow.imported",
+        Some(&id),
+        format!(
+            "imported a new draft of `{}`{}; {} variable(s) written",
+            wf.name,
+            if q.backup {
+                ", the old draft backed up"
+            } else {
+                ""
+            },
+            writes.len()
+        ),
+    )
+    .await;
     Ok(Json(
         json!({"workflow": wf, "backup": backup, "env": report}),
     ))
 }
 
 /// `GET /v1/workflows/{id}/backups`: drafts an import replaced, newest first.
-pub async fn backups(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn backups(
+    st: St,
+    who: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.role(&who, &id, Role::Viewer).await?;
     if st.store.get_workflow(&id).await?.is_none() {
         return Err(ApiError::not_found("workflow"));
     }

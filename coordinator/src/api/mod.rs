@@ -25,6 +25,7 @@
 //! | `GET /v1/workers` | workers the coordinator knows |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, readiness, Prometheus |
 
+pub mod auth;
 mod callbacks;
 mod env;
 pub mod error;
@@ -33,6 +34,7 @@ mod monitor;
 mod runs;
 mod system;
 mod templates;
+mod users;
 mod workflows;
 
 use crate::dispatch::DispatchHandle;
@@ -116,6 +118,8 @@ pub struct AppState {
     pub crypto: crate::secrets::Crypto,
     /// Variables per workflow id (as stored: secure ones still sealed).
     env: RwLock<HashMap<String, Arc<Vec<EnvVarRow>>>>,
+    /// Resolves and meters the secrets requests carry.
+    pub auth: crate::access::Auth,
 }
 
 impl AppState {
@@ -127,6 +131,10 @@ impl AppState {
         crypto: crate::secrets::Crypto,
     ) -> Self {
         AppState {
+            auth: crate::access::Auth::new(
+                config.api_key_rate_limit_per_s,
+                config.api_key_rate_limit_burst,
+            ),
             config,
             store,
             dispatch,
@@ -277,7 +285,8 @@ pub fn resolve_env(
 
 pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.config.max_body_bytes;
-    Router::new()
+    // Every route here needs a user token or an API key.
+    let authenticated = Router::new()
         .route(
             "/v1/workflows",
             post(workflows::create).get(workflows::list),
@@ -311,14 +320,46 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/workflows/{id}/env/{name}",
             get(env::get).put(env::update).delete(env::delete),
         )
-        .route(
-            "/v1/callbacks/{run_id}/{node_id}",
-            post(callbacks::callback),
-        )
         .route("/v1/runs", get(runs::list))
         .route("/v1/runs/{id}", get(runs::get))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/v1/workers", get(system::workers))
+        .route("/v1/me", get(users::me))
+        .route("/v1/users", post(users::create_user).get(users::list_users))
+        .route("/v1/users/{id}", get(users::get_user))
+        .route(
+            "/v1/users/{id}/tokens",
+            post(users::create_token).get(users::list_tokens),
+        )
+        .route(
+            "/v1/users/{id}/tokens/{token_id}/revoke",
+            post(users::revoke_token),
+        )
+        .route(
+            "/v1/workflows/{id}/keys",
+            post(users::create_key).get(users::list_keys),
+        )
+        .route(
+            "/v1/workflows/{id}/keys/{key_id}/revoke",
+            post(users::revoke_key),
+        )
+        .route("/v1/workflows/{id}/shares", get(users::list_shares))
+        .route(
+            "/v1/workflows/{id}/shares/{user_id}",
+            axum::routing::put(users::put_share).delete(users::delete_share),
+        )
+        .route("/v1/audit", get(users::audit))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    Router::new()
+        .merge(authenticated)
+        // Authenticated by the one-time token in its URL.
+        .route(
+            "/v1/callbacks/{run_id}/{node_id}",
+            post(callbacks::callback),
+        )
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))

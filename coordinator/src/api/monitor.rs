@@ -3,9 +3,11 @@
 //! for runs and for model runs. Percentiles are exact (nearest rank over every
 //! matching run in the store), never estimated from a sample.
 
+use super::auth::AuthUser;
 use super::error::{ApiError, ApiPath, ApiQuery};
 use super::runs::FilterQuery;
 use super::St;
+use crate::access::Role;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Map, Value};
@@ -30,9 +32,11 @@ fn rate(part: u64, whole: u64) -> Value {
 
 pub async fn monitor(
     st: St,
+    who: AuthUser,
     ApiPath(id): ApiPath<String>,
     ApiQuery(mut q): ApiQuery<FilterQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
+    st.role(&who, &id, Role::Viewer).await?;
     if st.store.get_workflow(&id).await?.is_none() {
         return Err(ApiError::not_found("workflow"));
     }

@@ -1,7 +1,9 @@
 //! Starting, reading and cancelling runs.
 
+use super::auth::{AuthUser, Caller};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::{page_limit, St};
+use crate::access::Role;
 use crate::dispatch::{Cmd, Submission};
 use crate::metrics as m;
 use crate::model::RunRecord;
@@ -37,8 +39,10 @@ fn reject(reason: &'static str, err: ApiError) -> ApiError {
     err
 }
 
+/// Starts a run: users with any role on the workflow, or its own API key.
 pub async fn start(
     st: St,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<StartQuery>,
     headers: HeaderMap,
@@ -64,6 +68,7 @@ pub async fn start(
             .retry_after(1),
         ));
     }
+    st.may_run(&caller, &id).await?;
     let deployed = st.deployed(&id).await?;
     let input_bytes = weft_shared::model::json_len(&body.input);
     if input_bytes > st.config.max_input_bytes {
@@ -321,13 +326,24 @@ fn parse_run_id(id: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-pub async fn get(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
+/// A run: for users who can see its workflow, or its workflow's API key.
+pub async fn get(
+    st: St,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
     let id = parse_run_id(&id)?;
     let run = st
         .store
         .get_run(id)
         .await?
         .ok_or_else(|| ApiError::not_found("run"))?;
+    st.may_run(&caller, &run.workflow_id)
+        .await
+        .map_err(|e| match e.code {
+            ErrorCode::NotFound => ApiError::not_found("run"),
+            _ => e,
+        })?;
     Ok(Json(run))
 }
 
@@ -345,6 +361,8 @@ pub struct FilterQuery {
     pub to_ms: Option<u64>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
+    /// `newest` (default) or `oldest` first.
+    pub sort: Option<String>,
 }
 
 impl FilterQuery {
@@ -371,23 +389,43 @@ impl FilterQuery {
                 ));
             }
         }
+        let oldest_first = match self.sort.as_deref() {
+            None | Some("newest") => false,
+            Some("oldest") => true,
+            Some(other) => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("sort `{other}` is not `newest` or `oldest`"),
+                ))
+            }
+        };
         Ok(RunFilter {
             workflow_id: self.workflow_id.clone(),
             status,
             trigger: self.trigger.clone(),
             from_ms: self.from_ms,
             to_ms: self.to_ms,
-            before: self.cursor.as_deref().map(parse_run_id).transpose()?,
+            visible_to: None,
+            after: self.cursor.as_deref().map(parse_run_id).transpose()?,
+            oldest_first,
             limit: page_limit(self.limit)?,
         })
     }
 }
 
+/// Runs of the workflows the caller can see.
 pub async fn list(
     st: St,
+    who: AuthUser,
     ApiQuery(q): ApiQuery<FilterQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let filter = q.to_filter()?;
+    let mut filter = q.to_filter()?;
+    match &filter.workflow_id {
+        Some(wf) => {
+            st.role(&who, wf, Role::Viewer).await?;
+        }
+        None => filter.visible_to = who.visibility(),
+    }
     let items = st.store.list_runs(&filter).await?;
     let next = (items.len() == filter.limit as usize)
         .then(|| items.last().map(|r| r.id))
@@ -395,9 +433,33 @@ pub async fn list(
     Ok(Json(json!({"items": items, "next_cursor": next})))
 }
 
-pub async fn cancel(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
+/// Cancels a run (editors and owners of its workflow).
+pub async fn cancel(
+    st: St,
+    who: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
     let id = parse_run_id(&id)?;
+    let run = st
+        .store
+        .get_run(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("run"))?;
+    st.role(&who, &run.workflow_id, Role::Editor)
+        .await
+        .map_err(|e| match e.code {
+            ErrorCode::NotFound => ApiError::not_found("run"),
+            _ => e,
+        })?;
     if let Some(rec) = st.dispatch.cancel(id).await {
+        st.audit(
+            &who.principal,
+            "run",
+            "run.cancelled",
+            Some(&rec.workflow_id),
+            format!("cancelled run {id}"),
+        )
+        .await;
         return Ok(Json(rec));
     }
     let run = st

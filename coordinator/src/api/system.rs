@@ -43,6 +43,6 @@ pub async fn metrics() -> impl IntoResponse {
     )
 }
 
-pub async fn workers(st: St) -> impl IntoResponse {
+pub async fn workers(st: St, _who: super::auth::AuthUser) -> impl IntoResponse {
     Json(json!({"items": st.dispatch.workers().await}))
 }

@@ -3,6 +3,7 @@
 //! in; a test checks that every one is a valid definition and that its
 //! `required_env` names exactly the variables the definition uses.
 
+use super::auth::AuthUser;
 use super::error::{ApiError, ApiPath};
 use super::workflows::check;
 use super::St;
@@ -62,7 +63,7 @@ fn find(id: &str) -> Result<&'static Template, ApiError> {
 }
 
 /// `GET /v1/templates`: id, name, description and required variables.
-pub async fn list() -> impl IntoResponse {
+pub async fn list(_who: AuthUser) -> impl IntoResponse {
     let items: Vec<Value> = all()
         .iter()
         .map(|t| {
@@ -73,7 +74,10 @@ pub async fn list() -> impl IntoResponse {
 }
 
 /// `GET /v1/templates/{id}`: the template with its definition.
-pub async fn get(ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn get(
+    _who: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(find(&id)?.clone()))
 }
 
@@ -89,6 +93,7 @@ struct FromTemplateBody {
 /// in `required_env`, then deploy it.
 pub async fn create_from(
     st: St,
+    who: AuthUser,
     ApiPath(template_id): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -117,8 +122,16 @@ pub async fn create_from(
         definition["name"] = json!(name);
     }
     let def = check(&st, &definition)?;
-    let wf = st.store.create_workflow(&def).await?;
+    let wf = st.store.create_workflow(&def, Some(&who.user.id)).await?;
     tracing::info!(workflow_id = %wf.id, template = %t.id, "workflow created from template");
+    st.audit(
+        &who.principal,
+        "workflow",
+        "workflow.created",
+        Some(&wf.id),
+        format!("created workflow `{}` from template `{}`", wf.name, t.id),
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         [("location", format!("/v1/workflows/{}", wf.id))],

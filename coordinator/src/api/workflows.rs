@@ -3,8 +3,10 @@
 //! [`super::AppState::deployed`]; each change here is followed by
 //! [`super::AppState::forget`] so the next run request sees it.
 
+use super::auth::AuthUser;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::{page_limit, St};
+use crate::access::Role;
 use crate::model::Workflow;
 use crate::store::DeleteOutcome;
 use axum::http::StatusCode;
@@ -53,10 +55,23 @@ pub(super) fn check(st: &St, body: &Value) -> Result<WorkflowDefinition, ApiErro
     }
 }
 
-pub async fn create(st: St, ApiJson(body): ApiJson<Value>) -> Result<impl IntoResponse, ApiError> {
+/// Creates a workflow; the caller becomes its owner.
+pub async fn create(
+    st: St,
+    who: AuthUser,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<impl IntoResponse, ApiError> {
     let def = check(&st, &body)?;
-    let wf = st.store.create_workflow(&def).await?;
+    let wf = st.store.create_workflow(&def, Some(&who.user.id)).await?;
     tracing::info!(workflow_id = %wf.id, name = %wf.name, "workflow created");
+    st.audit(
+        &who.principal,
+        "workflow",
+        "workflow.created",
+        Some(&wf.id),
+        format!("created workflow `{}`", wf.name),
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         [("location", format!("/v1/workflows/{}", wf.id))],
@@ -66,6 +81,7 @@ pub async fn create(st: St, ApiJson(body): ApiJson<Value>) -> Result<impl IntoRe
 
 pub async fn validate(
     st: St,
+    _who: AuthUser,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
     check(&st, &body)?;
@@ -79,16 +95,29 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-pub async fn list(st: St, ApiQuery(q): ApiQuery<ListQuery>) -> Result<impl IntoResponse, ApiError> {
+/// The workflows the caller can see (all, for an admin).
+pub async fn list(
+    st: St,
+    who: AuthUser,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<impl IntoResponse, ApiError> {
     let limit = page_limit(q.limit)?;
-    let items = st.store.list_workflows(q.cursor.as_deref(), limit).await?;
+    let items = st
+        .store
+        .list_workflows(q.cursor.as_deref(), limit, who.visibility().as_deref())
+        .await?;
     let next = (items.len() == limit as usize)
         .then(|| items.last().map(|w| w.id.clone()))
         .flatten();
     Ok(Json(json!({"items": items, "next_cursor": next})))
 }
 
-pub async fn get(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn get(
+    st: St,
+    who: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.role(&who, &id, Role::Viewer).await?;
     let wf = st
         .store
         .get_workflow(&id)
@@ -99,9 +128,11 @@ pub async fn get(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoRespon
 
 pub async fn update(
     st: St,
+    who: AuthUser,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
+    st.role(&who, &id, Role::Editor).await?;
     let def = check(&st, &body)?;
     let wf = st
         .store
@@ -109,12 +140,25 @@ pub async fn update(
         .await?
         .ok_or_else(|| ApiError::not_found("workflow"))?;
     tracing::info!(workflow_id = %id, "workflow draft updated");
+    st.audit(
+        &who.principal,
+        "workflow",
+        "workflow.updated",
+        Some(&id),
+        format!("updated the draft of `{}`", wf.name),
+    )
+    .await;
     Ok(Json(wf))
 }
 
 /// Deletes a workflow that is not deployed; a deployed one is refused with
-/// 409 `workflow_deployed`.
-pub async fn delete(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
+/// 409 `workflow_deployed`. Editors and owners may delete.
+pub async fn delete(
+    st: St,
+    who: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.role(&who, &id, Role::Editor).await?;
     match st.store.delete_workflow(&id).await? {
         DeleteOutcome::Deleted => {}
         DeleteOutcome::NotFound => return Err(ApiError::not_found("workflow")),
@@ -129,11 +173,25 @@ pub async fn delete(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoRes
         }
     }
     st.forget(&id);
+    st.auth.forget_workflow(&id);
     tracing::info!(workflow_id = %id, "workflow deleted");
+    st.audit(
+        &who.principal,
+        "workflow",
+        "workflow.deleted",
+        Some(&id),
+        "deleted the workflow; its API keys were revoked".into(),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn deploy(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn deploy(
+    st: St,
+    who: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.role(&who, &id, Role::Editor).await?;
     let wf = st
         .store
         .get_workflow(&id)
@@ -150,13 +208,26 @@ pub async fn deploy(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoRes
         .ok_or_else(|| ApiError::not_found("workflow"))?;
     st.forget(&id);
     tracing::info!(workflow_id = %id, version = v.version, "workflow deployed");
+    st.audit(
+        &who.principal,
+        "workflow",
+        "workflow.deployed",
+        Some(&id),
+        format!("deployed `{}` as version {}", wf.name, v.version),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(v)))
 }
 
 /// Takes the endpoint offline at once: new run requests get 409
 /// `not_deployed`; runs already accepted finish. Versions are kept, and a
 /// later deploy brings the endpoint back. Idempotent.
-pub async fn undeploy(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn undeploy(
+    st: St,
+    who: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.role(&who, &id, Role::Editor).await?;
     let wf = st
         .store
         .undeploy(&id)
@@ -164,24 +235,43 @@ pub async fn undeploy(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoR
         .ok_or_else(|| ApiError::not_found("workflow"))?;
     st.forget(&id);
     tracing::info!(workflow_id = %id, "workflow undeployed");
+    st.audit(
+        &who.principal,
+        "workflow",
+        "workflow.undeployed",
+        Some(&id),
+        format!("undeployed `{}`: its endpoint is offline", wf.name),
+    )
+    .await;
     Ok(Json(wf))
 }
 
 /// The active switch on: runs are accepted again (if deployed). Idempotent.
-pub async fn activate(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
-    set_active(st, id, true).await
+pub async fn activate(
+    st: St,
+    who: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    set_active(st, who, id, true).await
 }
 
 /// The active switch off: run requests get 409 `workflow_inactive`, deployed
 /// or not; runs already accepted finish. Idempotent.
 pub async fn deactivate(
     st: St,
+    who: AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    set_active(st, id, false).await
+    set_active(st, who, id, false).await
 }
 
-async fn set_active(st: St, id: String, active: bool) -> Result<Json<Workflow>, ApiError> {
+async fn set_active(
+    st: St,
+    who: AuthUser,
+    id: String,
+    active: bool,
+) -> Result<Json<Workflow>, ApiError> {
+    st.role(&who, &id, Role::Editor).await?;
     let wf = st
         .store
         .set_active(&id, active)
@@ -189,10 +279,28 @@ async fn set_active(st: St, id: String, active: bool) -> Result<Json<Workflow>, 
         .ok_or_else(|| ApiError::not_found("workflow"))?;
     st.forget(&id);
     tracing::info!(workflow_id = %id, active, "workflow active switch set");
+    let (event, what) = if active {
+        ("workflow.activated", "activated")
+    } else {
+        ("workflow.deactivated", "deactivated")
+    };
+    st.audit(
+        &who.principal,
+        "workflow",
+        event,
+        Some(&id),
+        format!("{what} `{}`", wf.name),
+    )
+    .await;
     Ok(Json(wf))
 }
 
-pub async fn versions(st: St, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
+pub async fn versions(
+    st: St,
+    who: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    st.role(&who, &id, Role::Viewer).await?;
     if st.store.get_workflow(&id).await?.is_none() {
         return Err(ApiError::not_found("workflow"));
     }

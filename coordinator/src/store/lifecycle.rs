@@ -55,11 +55,13 @@ impl Store {
         self.get_workflow(id).await
     }
 
-    /// Creates a workflow (a draft, not deployed) with its variables.
+    /// Creates a workflow (a draft, not deployed) with its variables, shared
+    /// with `owner` (a user id) as its owner.
     pub async fn import_workflow(
         &self,
         def: &WorkflowDefinition,
         env: &[EnvVarRow],
+        owner: Option<&str>,
     ) -> Result<Workflow, StoreError> {
         let id = Uuid::now_v7().to_string();
         let now = now_ms() as i64;
@@ -82,6 +84,10 @@ impl Store {
                 ..v.clone()
             };
             write_env(&mut *tx, &EnvWrite::Create(v)).await?;
+        }
+        if let Some(user) = owner {
+            super::access::write_share(&mut tx, &id, user, crate::access::Role::Owner, Some(user))
+                .await?;
         }
         let row = sqlx::query("SELECT * FROM workflows WHERE id = ?")
             .bind(&id)

@@ -7,6 +7,7 @@
 //! that need durability (an async run before its 202, a result before its ack)
 //! wait for their batch to commit; others only enqueue.
 
+mod access;
 mod lifecycle;
 mod writer;
 
@@ -23,6 +24,7 @@ use uuid::Uuid;
 use weft_shared::model::{ModelRun, RunStatus, WorkflowDefinition};
 use weft_shared::time::now_ms;
 
+pub use access::{AuditFilter, NewCredential, ShareRemoval};
 pub use lifecycle::{DeleteOutcome, EnvWrite};
 pub use writer::WriteError;
 
@@ -49,8 +51,12 @@ pub struct RunFilter {
     pub from_ms: Option<u64>,
     /// Runs accepted before this time (Unix ms).
     pub to_ms: Option<u64>,
-    /// Only runs older than this id (the cursor of the previous page).
-    pub before: Option<Uuid>,
+    /// Only runs of workflows shared with this user (a non-admin caller).
+    pub visible_to: Option<String>,
+    /// The cursor of the previous page: runs after it in the sort order.
+    pub after: Option<Uuid>,
+    /// Oldest first (default: newest first).
+    pub oldest_first: bool,
     pub limit: u32,
 }
 
@@ -71,7 +77,7 @@ pub struct ModelSample {
     pub completion_tokens: u64,
 }
 
-/// Binds [`RUN_FILTER`]'s ?1..?5.
+/// Binds [`RUN_FILTER`]'s ?1..?6.
 fn bind_filter<'q>(
     q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
     f: &'q RunFilter,
@@ -81,13 +87,15 @@ fn bind_filter<'q>(
         .bind(f.trigger.as_deref())
         .bind(f.from_ms.map(|v| v as i64))
         .bind(f.to_ms.map(|v| v as i64))
+        .bind(f.visible_to.as_deref())
 }
 
-/// The filter on `runs` shared by the list and the monitor; binds ?1..?5.
+/// The filter on `runs` shared by the list and the monitor; binds ?1..?6.
 const RUN_FILTER: &str =
     "(?1 IS NULL OR runs.workflow_id = ?1) AND (?2 IS NULL OR runs.status = ?2)
      AND (?3 IS NULL OR runs.trigger = ?3) AND (?4 IS NULL OR runs.created_at_ms >= ?4)
-     AND (?5 IS NULL OR runs.created_at_ms < ?5)";
+     AND (?5 IS NULL OR runs.created_at_ms < ?5)
+     AND (?6 IS NULL OR runs.workflow_id IN (SELECT workflow_id FROM workflow_shares WHERE user_id = ?6))";
 
 #[derive(Clone)]
 pub struct Store {
@@ -124,9 +132,13 @@ impl Store {
 
     // ---- workflows -------------------------------------------------------
 
-    /// Creates a workflow (a draft, not deployed).
-    pub async fn create_workflow(&self, def: &WorkflowDefinition) -> Result<Workflow, StoreError> {
-        self.import_workflow(def, &[]).await
+    /// Creates a workflow (a draft, not deployed), owned by `owner`.
+    pub async fn create_workflow(
+        &self,
+        def: &WorkflowDefinition,
+        owner: Option<&str>,
+    ) -> Result<Workflow, StoreError> {
+        self.import_workflow(def, &[], owner).await
     }
 
     pub async fn get_workflow(&self, id: &str) -> Result<Option<Workflow>, StoreError> {
@@ -137,17 +149,22 @@ impl Store {
         row.map(|r| workflow_from_row(&r)).transpose()
     }
 
-    /// Workflows newest first, after `before` (a cursor) when given.
+    /// Workflows newest first, after `before` (a cursor) when given; only
+    /// those shared with `visible_to` when given (a non-admin caller).
     pub async fn list_workflows(
         &self,
         before: Option<&str>,
         limit: u32,
+        visible_to: Option<&str>,
     ) -> Result<Vec<Workflow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM workflows WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
+            "SELECT * FROM workflows WHERE (?1 IS NULL OR id < ?1)
+             AND (?3 IS NULL OR id IN (SELECT workflow_id FROM workflow_shares WHERE user_id = ?3))
+             ORDER BY id DESC LIMIT ?2",
         )
         .bind(before)
         .bind(limit as i64)
+        .bind(visible_to)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(workflow_from_row).collect()
@@ -190,6 +207,16 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM draft_backups WHERE workflow_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        // Its keys stop working and its sharing goes with it.
+        sqlx::query("DELETE FROM workflow_shares WHERE workflow_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE credentials SET revoked_at_ms = ? WHERE workflow_id = ? AND revoked_at_ms IS NULL")
+            .bind(now_ms() as i64)
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -433,12 +460,17 @@ impl Store {
         rows.iter().map(env_from_row).collect()
     }
 
-    /// Runs newest first.
+    /// Runs newest first, or oldest first (run ids are time-ordered).
     pub async fn list_runs(&self, f: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        let (cmp, order) = if f.oldest_first {
+            (">", "ASC")
+        } else {
+            ("<", "DESC")
+        };
         let rows = bind_filter(sqlx::query(&format!(
-            "SELECT * FROM runs WHERE {RUN_FILTER} AND (?6 IS NULL OR id < ?6) ORDER BY id DESC LIMIT ?7"
+            "SELECT * FROM runs WHERE {RUN_FILTER} AND (?7 IS NULL OR id {cmp} ?7) ORDER BY id {order} LIMIT ?8"
         )), f)
-        .bind(f.before.map(|u| u.to_string()))
+        .bind(f.after.map(|u| u.to_string()))
         .bind(f.limit as i64)
         .fetch_all(&self.pool)
         .await?;
@@ -646,7 +678,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = Store::open(&url).await.unwrap();
-        let wf = store.create_workflow(&def()).await.unwrap();
+        let wf = store.create_workflow(&def(), None).await.unwrap();
         assert_eq!(store.deploy(&wf.id).await.unwrap().unwrap().version, 1);
         assert_eq!(store.deploy(&wf.id).await.unwrap().unwrap().version, 2);
         assert_eq!(
@@ -685,7 +717,7 @@ mod tests {
             .list_runs(&RunFilter {
                 workflow_id: Some(wf.id.clone()),
                 limit: 4,
-                before: Some(page[3].id),
+                after: Some(page[3].id),
                 ..Default::default()
             })
             .await

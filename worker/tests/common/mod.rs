@@ -20,6 +20,20 @@ pub const HEARTBEAT_MS: u64 = 100;
 /// The coordinator's encryption key in tests (32 bytes of 0x2a, base64).
 pub const TEST_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
 pub const DEAD_AFTER_MS: u64 = 600;
+/// The first admin's token in tests; the harness's client sends it.
+pub const ADMIN_TOKEN: &str = "weft-test-admin-token-0123456789";
+
+/// A client that sends `token` as `Authorization: Bearer` on every request.
+pub fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    v.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, v);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
 
 pub struct InProcessWorker {
     pub id: String,
@@ -69,12 +83,13 @@ impl Cluster {
             deadline_grace_ms: 500,
             shutdown_grace_ms: 5_000,
             encryption_key: TEST_KEY.into(),
+            admin_token: ADMIN_TOKEN.into(),
             ..Default::default()
         };
         tweak(&mut cfg);
         let mut c = Cluster {
             nats,
-            http: reqwest::Client::new(),
+            http: client_with(ADMIN_TOKEN),
             base: String::new(),
             coordinator: None,
             coordinator_config: cfg,
@@ -96,7 +111,7 @@ impl Cluster {
         weft_shared::telemetry::install_crypto_provider();
         let c = Cluster {
             nats,
-            http: reqwest::Client::new(),
+            http: client_with(ADMIN_TOKEN),
             base,
             coordinator: None,
             coordinator_config: CoordinatorConfig::default(),
