@@ -21,12 +21,16 @@ What it checks, with no cluster, no helm binary and no network:
      WEFT_*_ADDR variables on the same ports, worker terminationGracePeriodSeconds
      above the drain grace, every WEFT_* variable a real config field, the
      security context, HPA/KEDA exclusive, dashboard ConfigMap iff enabled, the
-     dashboard's JSON and PromQL.
+     dashboard's JSON and PromQL; the admin token (required) and the encryption
+     key reach the coordinator only through a Secret (the chart's, holding
+     exactly the values given, or the existing one named), and their values
+     appear in no ConfigMap, no other manifest and not in NOTES.txt.
 
 WEFT_* names and default ports are checked against the binaries when
 --coordinator-bin/--worker-bin are given (`<bin> --print-config`, run with an
-environment holding only PATH), else against the config structs in
-coordinator/src/config.rs and worker/src/config.rs.
+environment holding only PATH, plus a placeholder WEFT_ADMIN_TOKEN for the
+coordinator, which refuses to load its config without one), else against the
+config structs in coordinator/src/config.rs and worker/src/config.rs.
 
 --facts-json prints {"coordinator": {"port", "paths"}, "worker": {...}} from the
 rendered defaults, for a test that starts the real binaries and GETs each path.
@@ -37,6 +41,7 @@ Exit status: 0 all passed, 1 a check failed, 2 the tools are missing.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -75,12 +80,17 @@ NAMESPACE = "weft"
 KUBE_VERSION = "1.30"
 
 # Value sets that must render, in helm/tests/values/<name>.yaml.
-VALUE_SETS = ["defaults", "nats-custom-url", "keda", "dashboard-off", "servicemonitor", "overrides"]
+VALUE_SETS = ["defaults", "nats-custom-url", "keda", "dashboard-off", "servicemonitor", "overrides", "admin-token-secret"]
 # Value sets that must fail to render, with (part of) the message the user sees.
 MUST_FAIL = {
     "fail-hpa-and-keda": "autoscaling.hpa.enabled and autoscaling.keda.enabled are mutually exclusive",
     "fail-nats-empty-url": "nats.url is required",
     "fail-nats-blank-url": "nats.url is required",
+    # The coordinator exits at start without an admin token: a crash loop.
+    "fail-no-admin-token": "adminToken or adminTokenSecret.name is required",
+    "fail-admin-token-blank": "adminToken or adminTokenSecret.name is required",
+    "fail-admin-token-short": "adminToken must be at least 24 characters",
+    "fail-admin-token-and-secret": "set either adminToken or adminTokenSecret.name, not both",
 }
 
 # CRDs: not in the Kubernetes schemas, so skipped there BY NAME and checked by
@@ -88,14 +98,23 @@ MUST_FAIL = {
 # schema is a failure.
 CRD_KINDS = {"ServiceMonitor": "monitoring.coreos.com/v1", "ScaledObject": "keda.sh/v1alpha1"}
 
-# WEFT_* variables the chart may set that --print-config does not list.
-ALLOWED_EXTRA_ENV = {
-    # The encryption key: a coordinator setting a later issue adds (until then
-    # the coordinator ignores it). Remove from here once --print-config lists it.
-    "coordinator": {"WEFT_ENCRYPTION_KEY", "WEFT_CONFIG"},
-    # WEFT_CONFIG is the --config flag's variable (clap), not a config field.
-    "worker": {"WEFT_CONFIG"},
-}
+# WEFT_* variables the chart may set that --print-config does not list:
+# WEFT_CONFIG is the --config flag's variable (clap), not a config field.
+ALLOWED_EXTRA_ENV = {"coordinator": {"WEFT_CONFIG"}, "worker": {"WEFT_CONFIG"}}
+
+# Environment for `<bin> --print-config` besides PATH: the coordinator refuses
+# to load its configuration without an admin token (exit 64), so it gets a
+# placeholder (at least 24 characters; printed redacted).
+PRINT_CONFIG_ENV = {"coordinator": {"WEFT_ADMIN_TOKEN": "check-chart-print-config-placeholder"}, "worker": {}}
+
+# Coordinator settings that are secrets: (variable, value key, existing-Secret
+# value key, key in the chart's Secret, required). Each reaches the coordinator
+# only as a secretKeyRef: to the chart's Secret when given in values, to the
+# existing Secret when its name is set.
+SECRET_SETTINGS = [
+    ("WEFT_ADMIN_TOKEN", "adminToken", "adminTokenSecret", "admin-token", True),
+    ("WEFT_ENCRYPTION_KEY", "encryptionKey", "encryptionKeySecret", "encryption-key", False),
+]
 
 # Metrics the dashboard may use besides those in coordinator/src/metrics.rs and
 # worker/src/metrics.rs: added by a later issue (AI model nodes).
@@ -228,8 +247,8 @@ def parse_print_config(text: str) -> dict[str, object]:
     return out
 
 
-def config_from_binary(path: str) -> dict[str, object]:
-    env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")}
+def config_from_binary(component: str, path: str) -> dict[str, object]:
+    env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), **PRINT_CONFIG_ENV[component]}
     try:
         p = subprocess.run([path, "--print-config"], env=env, capture_output=True, text=True, timeout=60)
     except OSError as e:
@@ -543,22 +562,15 @@ def check_value_set(c: Checks, name: str, values: dict, allowed_metrics: set[str
         c.expect(url == want_url, where, f"WEFT_NATS_URL {url!r}, want nats.url {want_url!r}")
         if name == "defaults":
             c.expect(url == DEFAULT_NATS_URL, where, f"default WEFT_NATS_URL {url!r}, want {DEFAULT_NATS_URL!r}")
-        # The encryption key comes from a Secret, never a plain value: the one
-        # rendered from encryptionKey, or the existing one named in values.
-        key = co["env"].get("WEFT_ENCRYPTION_KEY")
-        ref = key.get("secretKeyRef") if isinstance(key, dict) else None
-        secrets = {s["metadata"]["name"]: s for s in find(docs, "Secret")}
-        existing = v["encryptionKeySecret"]["name"]
-        if existing:
-            c.expect(ref == {"name": existing, "key": v["encryptionKeySecret"]["key"]}, where,
-                     f"WEFT_ENCRYPTION_KEY must come from the existing Secret {existing}, got {key!r}")
-            c.expect(not secrets, where, "a Secret is rendered although encryptionKeySecret.name names an existing one")
-        elif v["encryptionKey"]:
-            c.expect(len(secrets) == 1, where, f"want the one Secret made from encryptionKey, found {sorted(secrets)}")
-            c.expect(ref is not None and ref.get("name") in secrets and ref.get("key") in secrets[ref["name"]].get("data", {}),
-                     where, f"WEFT_ENCRYPTION_KEY {key!r} does not point at the Secret made from encryptionKey")
-        else:
-            c.expect(key is None and not secrets, where, "no encryption key given, yet a Secret or WEFT_ENCRYPTION_KEY is rendered")
+        # The admin token and the encryption key come from a Secret, never a
+        # plain value, and never show up outside it.
+        check_secret_settings(c, where, v, docs, co["env"])
+        check_secrets_stay_secret(c, where, v, docs, notes)
+        # The first admin and the API rate limits, as set in values.
+        for var, key in (("WEFT_ADMIN_NAME", "adminName"), ("WEFT_API_KEY_RATE_LIMIT_PER_S", "apiKeyRateLimitPerS"),
+                         ("WEFT_API_KEY_RATE_LIMIT_BURST", "apiKeyRateLimitBurst")):
+            want = str(v["coordinator"]["config"][key]).strip()
+            c.expect(co["env"].get(var) == want, where, f"{var} {co['env'].get(var)!r}, want coordinator.config.{key} {want!r}")
 
         # Autoscaling: HPA xor KEDA; replicas left to whichever is on.
         hpa_on, keda_on = v["autoscaling"]["hpa"]["enabled"], v["autoscaling"]["keda"]["enabled"]
@@ -609,6 +621,76 @@ def check_value_set(c: Checks, name: str, values: dict, allowed_metrics: set[str
             facts[comp] = {"port": info["port"], "paths": [info["paths"]["livenessProbe"], info["paths"]["readinessProbe"]],
                            "scraped": scraped.get(comp, []), "env": info["env"]}
     return docs, facts
+
+
+def check_secret_settings(c: Checks, where: str, v: dict, docs, env: dict) -> None:
+    """Each secret setting is a secretKeyRef to the right Secret and key; the
+    chart's Secret exists iff a value is given in values, and holds exactly
+    those values (base64 of what was given)."""
+    secrets = {s["metadata"]["name"]: s for s in find(docs, "Secret")}
+    c.expect(len(secrets) <= 1, where, f"at most one Secret (the chart's) may be rendered, found {sorted(secrets)}")
+    want_keys: set[str] = set()
+    for var, value_key, secret_key, chart_key, required in SECRET_SETTINGS:
+        got = env.get(var)
+        ref = got.get("secretKeyRef") if isinstance(got, dict) else None
+        given = v.get(value_key) or ""
+        existing = (v.get(secret_key) or {}).get("name") or ""
+        if existing:
+            c.expect(ref == {"name": existing, "key": v[secret_key]["key"]}, where,
+                     f"{var} must come from the existing Secret {existing} (key {v[secret_key]['key']}), got {got!r}")
+        elif given:
+            want_keys.add(chart_key)
+            if c.expect(ref is not None and ref.get("name") in secrets and ref.get("key") == chart_key, where,
+                        f"{var} {got!r} does not point at key {chart_key} of the Secret made from {value_key}"):
+                data = secrets[ref["name"]].get("data") or {}
+                try:
+                    stored = base64.b64decode(data.get(chart_key, ""), validate=True).decode()
+                except ValueError as e:
+                    stored = f"<not base64: {e}>"
+                c.expect(stored == str(given), where, f"the Secret's {chart_key} is not {value_key}")
+        else:
+            c.expect(not required, where, f"{var} is required, yet neither {value_key} nor {secret_key}.name is set and the chart rendered")
+            c.expect(got is None, where, f"neither {value_key} nor {secret_key}.name is set, yet {var} is rendered: {got!r}")
+    held = {k for s in secrets.values() for part in ("data", "stringData") for k in (s.get(part) or {})}
+    c.expect(held == want_keys, where,
+             f"the chart's Secret holds {sorted(held)}, want exactly the values given in values {sorted(want_keys)}")
+
+
+def strings_in(obj) -> list[str]:
+    """Every string (keys and values) anywhere in a manifest."""
+    if isinstance(obj, dict):
+        return [x for k, val in obj.items() for x in strings_in(k) + strings_in(val)]
+    if isinstance(obj, list):
+        return [x for item in obj for x in strings_in(item)]
+    return [obj] if isinstance(obj, str) else []
+
+
+def check_secrets_stay_secret(c: Checks, where: str, v: dict, docs, notes: str) -> None:
+    """The admin token and the encryption key are never in a ConfigMap: no
+    ConfigMap has their variable, no container gets them as a plain value, and
+    their values (plain or base64) appear in no manifest but the Secret, and
+    not in NOTES.txt."""
+    for var, value_key, _, _, _ in SECRET_SETTINGS:
+        for cm in find(docs, "ConfigMap"):
+            c.expect(var not in (cm.get("data") or {}), where, f"ConfigMap {cm['metadata']['name']} sets {var}")
+        for dep in find(docs, "Deployment"):
+            for ct in dep["spec"]["template"]["spec"]["containers"]:
+                for e in ct.get("env", []):
+                    if e["name"] == var:
+                        c.expect("value" not in e and "secretKeyRef" in (e.get("valueFrom") or {}), where,
+                                 f"{dep['metadata']['name']} gets {var} other than from a Secret: {e}")
+        given = str(v.get(value_key) or "")
+        if not given:
+            continue
+        forms = {"plain": given, "base64": base64.b64encode(given.encode()).decode()}
+        for _, d in docs:
+            for form, text in forms.items():
+                found = any(text in x for x in strings_in(d))
+                if d["kind"] == "Secret" and form == "base64":
+                    continue
+                c.expect(not found, where, f"{d['kind']} {d['metadata']['name']} holds {value_key} ({form}); only the Secret may")
+        for form, text in forms.items():
+            c.expect(text not in notes, where, f"NOTES.txt prints {value_key} ({form})")
 
 
 def check_env_names(c: Checks, where: str, component: str, env: dict, config: dict) -> None:
@@ -721,7 +803,7 @@ def main() -> int:
     for comp in ("coordinator", "worker"):
         try:
             if bins[comp]:
-                config = config_from_binary(bins[comp])
+                config = config_from_binary(comp, bins[comp])
                 source = f"{bins[comp]} --print-config"
             else:
                 config = config_from_source(comp)

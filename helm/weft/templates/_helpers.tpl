@@ -82,6 +82,44 @@ WEFT_NATS_URL: nats.url, required (the chart installs no NATS of its own).
 {{- required "nats.url is required: the URL of a NATS 2.10+ server with JetStream, e.g. nats://nats:4222 for the official NATS chart installed as release \"nats\" in this namespace (see helm/README.md)" $url }}
 {{- end }}
 
+{{/*
+Name of the Secret holding the first admin's token (WEFT_ADMIN_TOKEN):
+adminTokenSecret.name, or the chart's Secret made from adminToken. The token is
+required (the coordinator exits at start without one, so it would crash-loop):
+neither, both, or a token shorter than the coordinator accepts fail the render.
+*/}}
+{{- define "weft.adminTokenSecretName" -}}
+{{- $token := .Values.adminToken | default "" | toString | trim }}
+{{- $existing := dig "name" "" (.Values.adminTokenSecret | default dict) | default "" | toString | trim }}
+{{- if and $token $existing }}
+{{- fail "set either adminToken or adminTokenSecret.name, not both" }}
+{{- else if $existing }}
+{{- $existing }}
+{{- else if $token }}
+{{- if lt (len (splitList "" $token)) 24 }}
+{{- fail "adminToken must be at least 24 characters (the coordinator refuses a shorter one); generate one with `openssl rand -base64 32`" }}
+{{- end }}
+{{- include "weft.fullname" . }}
+{{- else }}
+{{- fail "adminToken or adminTokenSecret.name is required: the coordinator refuses to start without the first admin's token (WEFT_ADMIN_TOKEN, at least 24 characters). Set adminToken (e.g. --set-string adminToken=$(openssl rand -base64 32)) for the chart to keep it in its Secret, or set adminTokenSecret.name (and adminTokenSecret.key) to an existing Secret holding it (see helm/README.md)" }}
+{{- end }}
+{{- end }}
+
+{{/* Key inside that Secret. */}}
+{{- define "weft.adminTokenSecretKey" -}}
+{{- if include "weft.adminTokenInChartSecret" . }}
+{{- print "admin-token" }}
+{{- else }}
+{{- required "adminTokenSecret.key is required with adminTokenSecret.name: the key inside that Secret holding the admin token" .Values.adminTokenSecret.key }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the chart's Secret carries the admin token (adminToken given), else "". */}}
+{{- define "weft.adminTokenInChartSecret" -}}
+{{- $_ := include "weft.adminTokenSecretName" . }}
+{{- if not (dig "name" "" (.Values.adminTokenSecret | default dict) | default "" | toString | trim) }}true{{ end }}
+{{- end }}
+
 {{/* Name of the Secret holding the encryption key ("" when there is none). */}}
 {{- define "weft.encryptionKeySecretName" -}}
 {{- if .Values.encryptionKeySecret.name }}
@@ -116,5 +154,10 @@ Call with (dict "ms" <grace in ms> "margin" <seconds>).
 {{- end }}
 {{- if and .Values.encryptionKey .Values.encryptionKeySecret.name }}
 {{- fail "set either encryptionKey or encryptionKeySecret.name, not both" }}
+{{- end }}
+{{- /* The admin token: required, one source (see weft.adminTokenSecretName). */}}
+{{- $_ := include "weft.adminTokenSecretName" . }}
+{{- if not (.Values.coordinator.config.adminName | default "" | toString | trim) }}
+{{- fail "coordinator.config.adminName must not be empty: it is the first admin's user name (default admin)" }}
 {{- end }}
 {{- end }}
