@@ -1,6 +1,7 @@
 //! The HTTP API (axum). One style of paths (`/v1/<collection>/{id}`), one
 //! pagination (`?limit=&cursor=` → `{items, next_cursor}`), one error shape
-//! ([`error::ApiError`]).
+//! ([`error::ApiError`]). Every `/v1` route but callbacks needs a user token
+//! or an API key ([`auth`]); `/healthz`, `/readyz` and `/metrics` are open.
 //!
 //! | method and path | what |
 //! | --- | --- |
@@ -17,11 +18,17 @@
 //! | `GET /v1/workflows/{id}/backups` | drafts an import replaced |
 //! | `GET /v1/templates`, `GET /v1/templates/{id}`, `POST /v1/workflows/from-template/{id}` | built-in templates |
 //! | `POST /v1/workflows/{id}/runs?mode=sync\|async` | run the newest version |
-//! | `GET /v1/runs`, `GET /v1/runs/{id}` | runs (filters: `workflow_id`, `status`, `trigger`, `from_ms`, `to_ms`) |
+//! | `GET /v1/runs`, `GET /v1/runs/{id}` | runs (filters: `workflow_id`, `status`, `trigger`, `from_ms`, `to_ms`; `sort=newest\|oldest`) |
 //! | `GET /v1/workflows/{id}/monitor` | totals, P50/P90/P99, failure rate (same filters) |
 //! | `POST /v1/runs/{id}/cancel` | cancel a run |
 //! | `POST/GET /v1/workflows/{id}/env`, `GET/PUT/DELETE …/env/{name}` | environment variables |
-//! | `POST /v1/callbacks/{run_id}/{node_id}?token=` | resume an async API node |
+//! | `POST /v1/callbacks/{run_id}/{node_id}?token=` | resume an async API node (no bearer: the one-time token) |
+//! | `GET /v1/me` | who the token belongs to |
+//! | `POST/GET /v1/users`, `GET /v1/users/{id}` | users (admins create them; the answer holds the first token) |
+//! | `POST/GET /v1/users/{id}/tokens`, `POST …/tokens/{token_id}/revoke` | a user's tokens |
+//! | `POST/GET /v1/workflows/{id}/keys`, `POST …/keys/{key_id}/revoke` | a workflow's API keys |
+//! | `GET /v1/workflows/{id}/shares`, `PUT/DELETE …/shares/{user_id}` | sharing (owner, editor, viewer) |
+//! | `GET /v1/audit` | the audit log (filters: `from_ms`, `to_ms`, `category`, `event`, `user_id`, `workflow_id`) |
 //! | `GET /v1/workers` | workers the coordinator knows |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, readiness, Prometheus |
 

@@ -424,3 +424,54 @@ async fn last_owner(
     .await?;
     Ok(owners.len() == 1 && owners[0] == user_id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_audit_log_refuses_updates_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let e = crate::access::event(None, "system", "test.event", None, "one".into());
+        store.append_audit(&e).await.unwrap();
+        for sql in [
+            "UPDATE audit_log SET description = 'rewritten'",
+            "DELETE FROM audit_log",
+        ] {
+            let err = sqlx::query(sql).execute(&store.pool).await.unwrap_err();
+            assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+        }
+        let f = AuditFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        let got = store.list_audit(&f).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].description, "one");
+    }
+
+    #[tokio::test]
+    async fn the_configured_admin_token_replaces_the_one_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let a = store.ensure_admin("root", "hash-one").await.unwrap();
+        assert!(a.admin);
+        let b = store.ensure_admin("root", "hash-two").await.unwrap();
+        assert_eq!(a.id, b.id);
+        let (old, _) = store.find_credential("hash-one").await.unwrap().unwrap();
+        assert!(
+            old.revoked_at_ms.is_some(),
+            "the old configured token is revoked"
+        );
+        let (new, user) = store.find_credential("hash-two").await.unwrap().unwrap();
+        assert!(new.revoked_at_ms.is_none());
+        assert_eq!(user.unwrap().name, "root");
+        // Configuring the first token again brings it back.
+        store.ensure_admin("root", "hash-one").await.unwrap();
+        let (again, _) = store.find_credential("hash-one").await.unwrap().unwrap();
+        assert!(again.revoked_at_ms.is_none());
+    }
+}

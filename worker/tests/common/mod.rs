@@ -442,3 +442,63 @@ pub fn one_script(code: &str, workflow_timeout_ms: u64, node_timeout_ms: Option<
         "edges": [{"from": "in", "to": "work"}, {"from": "work", "to": "out"}]
     })
 }
+
+/// The API as someone else: a user token or an API key.
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+}
+
+impl Cluster {
+    /// The API as the holder of `token`.
+    pub fn as_token(&self, token: &str) -> Api {
+        Api {
+            http: client_with(token),
+            base: self.base.clone(),
+        }
+    }
+
+    /// Creates a (non-admin) user as the admin; returns its id and its API.
+    pub async fn create_user(&self, name: &str) -> (String, Api) {
+        let (s, v) = self.post("/v1/users", &json!({"name": name})).await;
+        assert_eq!(s, 201, "create user: {v}");
+        let token = v["token"]["secret"].as_str().unwrap();
+        (
+            v["user"]["id"].as_str().unwrap().to_string(),
+            self.as_token(token),
+        )
+    }
+}
