@@ -49,6 +49,9 @@ pub enum ErrorCode {
     WorkflowDeployed,
     WorkflowInactive,
     InvalidArchive,
+    /// A run requested in a mode (`sync` or `async`) the workflow's
+    /// deployed endpoint does not answer.
+    ModeDisabled,
 }
 
 impl ErrorCode {
@@ -93,6 +96,7 @@ impl ErrorCode {
         ErrorCode::WorkflowDeployed,
         ErrorCode::WorkflowInactive,
         ErrorCode::InvalidArchive,
+        ErrorCode::ModeDisabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -136,6 +140,7 @@ impl ErrorCode {
             ErrorCode::WorkflowDeployed => "workflow_deployed",
             ErrorCode::WorkflowInactive => "workflow_inactive",
             ErrorCode::InvalidArchive => "invalid_archive",
+            ErrorCode::ModeDisabled => "mode_disabled",
         }
     }
 
@@ -154,7 +159,9 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::QueueFull | ErrorCode::ConcurrencyLimit => 429,
             ErrorCode::IdempotencyKeyReused | ErrorCode::IdempotencyInProgress => 409,
-            ErrorCode::WorkflowDeployed | ErrorCode::WorkflowInactive => 409,
+            ErrorCode::WorkflowDeployed | ErrorCode::WorkflowInactive | ErrorCode::ModeDisabled => {
+                409
+            }
             ErrorCode::InvalidArchive => 400,
             ErrorCode::NoWorkers | ErrorCode::ShuttingDown => 503,
             ErrorCode::SyncTimeout | ErrorCode::TimedOut => 504,
