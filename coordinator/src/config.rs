@@ -19,9 +19,28 @@ pub struct CoordinatorConfig {
     pub worker_dead_after_ms: u64,
     /// Runs waiting for capacity; beyond it a run request gets 429.
     pub queue_capacity: usize,
-    /// Longest a synchronous run request waits for its result (the product
-    /// allows 60–300 s; default 180 s). Past it the caller gets the run id to poll.
+    /// The ceiling on how long any synchronous run request waits for its
+    /// result, whatever a workflow's endpoint says (each workflow sets its
+    /// own wait, 60–300 s, default 180 s: `sync_timeout_ms` at
+    /// `PUT /v1/workflows/{id}/endpoint`). Past it the caller gets 504
+    /// `sync_timeout` with the run id to poll.
     pub sync_timeout_ms: u64,
+    /// The shortest sync or async timeout a workflow's endpoint may set.
+    /// The documented range starts at 60 s (60000, the default); only tests
+    /// lower it, to exercise the timeouts quickly. It cannot be raised.
+    pub endpoint_min_timeout_ms: u64,
+    /// Async push: how long a failing delivery is retried, from its first
+    /// attempt; then it is marked `failed`.
+    pub push_retry_for_ms: u64,
+    /// Async push: how long one attempt may take (connect, send, answer).
+    pub push_attempt_timeout_ms: u64,
+    /// Async push: the first delay between attempts; it doubles (with
+    /// jitter) up to `push_backoff_max_ms`.
+    pub push_backoff_min_ms: u64,
+    /// Async push: the longest delay between attempts.
+    pub push_backoff_max_ms: u64,
+    /// Async push: attempts in flight at once (across all workflows).
+    pub push_concurrency: usize,
     /// How long a worker has to confirm an assignment.
     pub assign_timeout_ms: u64,
     /// After a run's workflow deadline, how long the coordinator waits for the
@@ -79,7 +98,13 @@ impl Default for CoordinatorConfig {
             database_url: "sqlite://weft.db".into(),
             worker_dead_after_ms: 3_000,
             queue_capacity: 10_000,
-            sync_timeout_ms: 180_000,
+            sync_timeout_ms: 300_000,
+            endpoint_min_timeout_ms: crate::endpoint::TIMEOUT_MIN_MS,
+            push_retry_for_ms: 600_000,
+            push_attempt_timeout_ms: 10_000,
+            push_backoff_min_ms: 1_000,
+            push_backoff_max_ms: 60_000,
+            push_concurrency: 32,
             assign_timeout_ms: 2_000,
             deadline_grace_ms: 2_000,
             shutdown_grace_ms: 30_000,
@@ -112,6 +137,25 @@ impl CoordinatorConfig {
         }
         if self.sync_timeout_ms == 0 || self.sync_timeout_ms > 300_000 {
             return Err("sync_timeout_ms must be between 1 and 300000".into());
+        }
+        if self.endpoint_min_timeout_ms == 0
+            || self.endpoint_min_timeout_ms > crate::endpoint::TIMEOUT_MIN_MS
+        {
+            return Err(format!(
+                "endpoint_min_timeout_ms must be between 1 and {}",
+                crate::endpoint::TIMEOUT_MIN_MS
+            ));
+        }
+        if self.push_attempt_timeout_ms == 0 {
+            return Err("push_attempt_timeout_ms must be at least 1".into());
+        }
+        if self.push_backoff_min_ms == 0 || self.push_backoff_min_ms > self.push_backoff_max_ms {
+            return Err(
+                "push_backoff_min_ms must be at least 1 and at most push_backoff_max_ms".into(),
+            );
+        }
+        if self.push_concurrency == 0 {
+            return Err("push_concurrency must be at least 1".into());
         }
         if !self.database_url.starts_with("sqlite:") {
             return Err(format!(

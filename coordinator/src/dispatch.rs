@@ -50,6 +50,8 @@ pub struct Submission {
     pub traceparent: Option<String>,
     /// The variables the run names, decrypted for it.
     pub env: Arc<BTreeMap<String, EnvValue>>,
+    /// Its result is pushed when it ends (its delivery is stored).
+    pub push: bool,
 }
 
 pub enum Cmd {
@@ -176,6 +178,8 @@ pub struct DispatchConfig {
     pub dead_after: Duration,
     pub assign_timeout: Duration,
     pub deadline_grace: Duration,
+    /// Hears of ended runs whose result is pushed.
+    pub push: Option<crate::push::PushHandle>,
 }
 
 struct WorkerEntry {
@@ -204,6 +208,7 @@ struct LiveRun {
     placement: Placement,
     traceparent: Option<String>,
     env: Arc<BTreeMap<String, EnvValue>>,
+    push: bool,
 }
 
 struct Dispatcher {
@@ -229,6 +234,8 @@ pub struct Recovered {
     pub record: RunRecord,
     pub definition: Arc<WorkflowDefinition>,
     pub env: Arc<BTreeMap<String, EnvValue>>,
+    /// It has a pending push delivery.
+    pub push: bool,
 }
 
 /// Starts the dispatcher. `recovered` are runs the store holds unfinished
@@ -262,6 +269,7 @@ pub fn spawn(
         record,
         definition,
         env,
+        push,
     } in recovered
     {
         // Even a run stored as queued may be on a worker (its assignment
@@ -280,6 +288,7 @@ pub fn spawn(
                 placement,
                 traceparent: None,
                 env,
+                push,
             },
         );
     }
@@ -465,6 +474,7 @@ impl Dispatcher {
                 placement: Placement::Pending,
                 traceparent: s.traceparent,
                 env: s.env,
+                push: s.push,
             },
         );
         self.pending.push_back(id);
@@ -777,9 +787,13 @@ impl Dispatcher {
         run.record.model_runs.extend(r.model_runs);
         let (tx, rx) = oneshot::channel::<Result<(), WriteError>>();
         self.store.enqueue_run(&run.record, Some(tx));
+        let push = self.push_on_end(&run);
         tokio::spawn(async move {
             let ok = matches!(rx.await, Ok(Ok(())));
             let _ = persisted.send(ok);
+            if let (true, Some((p, id))) = (ok, push) {
+                p.run_ended(id);
+            }
         });
         self.complete(run);
     }
@@ -814,10 +828,31 @@ impl Dispatcher {
         run.record.status = status;
         run.record.error = Some(error);
         run.record.ended_at_ms = Some(now_ms());
-        self.store.enqueue_run(&run.record, None);
+        match self.push_on_end(&run) {
+            Some((p, id)) => {
+                let (tx, rx) = oneshot::channel::<Result<(), WriteError>>();
+                self.store.enqueue_run(&run.record, Some(tx));
+                tokio::spawn(async move {
+                    if matches!(rx.await, Ok(Ok(()))) {
+                        p.run_ended(id);
+                    }
+                });
+            }
+            None => self.store.enqueue_run(&run.record, None),
+        }
         let rec = run.record.clone();
         self.complete(run);
         Some(rec)
+    }
+
+    /// Whom to tell once an ended run's record is durable, if its result
+    /// is pushed. (A notification lost to a crash is made up by the
+    /// deliverer's sweep.)
+    fn push_on_end(&self, run: &LiveRun) -> Option<(crate::push::PushHandle, Uuid)> {
+        if !run.push {
+            return None;
+        }
+        self.cfg.push.clone().map(|p| (p, run.record.id))
     }
 
     fn release(&mut self, run: &LiveRun) {

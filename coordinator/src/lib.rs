@@ -5,6 +5,8 @@
 //! - [`store`]: workflows, versions and runs (sqlx; SQLite by default).
 //! - [`dispatch`]: the worker registry, the queue and runs in flight.
 //! - [`placement`]: the pure choice of worker.
+//! - [`endpoint`]: a workflow's endpoint configuration (mode, timeouts, push).
+//! - [`push`]: async-push delivery of run results, signed and retried.
 //! - [`metrics`]: metric names and descriptions.
 //!
 //! [`run`] is the whole server; `main.rs` only parses flags and calls it.
@@ -13,9 +15,11 @@ pub mod access;
 pub mod api;
 pub mod config;
 pub mod dispatch;
+pub mod endpoint;
 pub mod metrics;
 pub mod model;
 pub mod placement;
+pub mod push;
 pub mod secrets;
 pub mod store;
 
@@ -69,6 +73,27 @@ async fn rotate_keys(
             "re-encrypted secure variables under the current key"
         );
     }
+    // Push access tokens and signing secrets, the same way.
+    let mut rotated = 0;
+    for (at, sealed) in store.sealed_endpoint_values().await? {
+        if !crypto.needs_rotation(&sealed) {
+            continue;
+        }
+        let plain = crypto
+            .decrypt(&sealed)
+            .map_err(|e| CoordinatorError::Config(format!("endpoint secret {at:?}: {e}")))?;
+        let resealed = crypto
+            .encrypt(&plain)
+            .map_err(|e| CoordinatorError::Config(e.to_string()))?;
+        store.reseal_endpoint_value(&at, &resealed).await?;
+        rotated += 1;
+    }
+    if rotated > 0 {
+        tracing::info!(
+            values = rotated,
+            "re-encrypted endpoint secrets under the current key"
+        );
+    }
     Ok(())
 }
 
@@ -82,6 +107,8 @@ pub async fn run(
     // The recorder first: descriptions given before it exists are lost.
     let _ = weft_shared::telemetry::prometheus();
     metrics::describe();
+    // The push client and async-nats must share one rustls provider.
+    weft_shared::telemetry::install_crypto_provider();
     let crypto = secrets::Crypto::new(&config.encryption_key, &config.previous_encryption_keys)
         .map_err(|e| CoordinatorError::Config(e.to_string()))?;
     let store = store::Store::open(&config.database_url).await?;
@@ -133,7 +160,9 @@ pub async fn run(
         .map_err(|e| CoordinatorError::Nats(e.to_string()))?;
     let subjects = Subjects::new(&config.subject_prefix);
 
-    // Runs that had not ended when the coordinator last stopped.
+    // Runs that had not ended when the coordinator last stopped; those with
+    // a pending push delivery are pushed when they end.
+    let pushed = store.pending_delivery_runs().await?;
     let mut recovered = Vec::new();
     let mut defs = HashMap::new();
     for rec in store.unfinished_runs().await? {
@@ -151,6 +180,7 @@ pub async fn run(
         }
         match defs.get(&key) {
             Some((d, env)) => recovered.push(dispatch::Recovered {
+                push: pushed.contains(&rec.id),
                 record: rec,
                 definition: d.clone(),
                 env: env.clone(),
@@ -167,6 +197,14 @@ pub async fn run(
     // Stops the dispatcher when the server is done (the process may go on,
     // as in tests that restart a coordinator).
     let tasks = tokio_util::sync::CancellationToken::new();
+    let push = push::spawn(
+        push::PushConfig::from_config(&config),
+        store.clone(),
+        secrets::Crypto::new(&config.encryption_key, &config.previous_encryption_keys)
+            .map_err(|e| CoordinatorError::Config(e.to_string()))?,
+        tasks.clone(),
+    )
+    .map_err(CoordinatorError::Config)?;
     let dispatch = dispatch::spawn(
         dispatch::DispatchConfig {
             nats_disconnected,
@@ -174,6 +212,7 @@ pub async fn run(
             dead_after: Duration::from_millis(config.worker_dead_after_ms),
             assign_timeout: Duration::from_millis(config.assign_timeout_ms),
             deadline_grace: Duration::from_millis(config.deadline_grace_ms),
+            push: Some(push),
         },
         store.clone(),
         nats.clone(),

@@ -15,6 +15,10 @@ pub const HTTP_REQUESTS: &str = "weft_http_requests_total";
 pub const HTTP_DURATION: &str = "weft_http_request_duration_seconds";
 pub const RUNS_REJECTED: &str = "weft_runs_rejected_total";
 pub const AUDIT_WRITE_ERRORS: &str = "weft_audit_write_errors_total";
+pub const PUSH_DELIVERIES: &str = "weft_push_deliveries_total";
+pub const PUSH_ATTEMPTS: &str = "weft_push_attempts_total";
+pub const PUSH_DURATION: &str = "weft_push_delivery_duration_seconds";
+pub const PUSH_ACTIVE: &str = "weft_push_active_deliveries";
 
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -60,7 +64,24 @@ pub fn describe() {
     );
     describe_counter!(
         RUNS_REJECTED,
-        "Run requests refused, by reason (queue_full, no_workers, shutting_down, concurrency_limit, rate_limited)."
+        "Run requests refused, by reason (queue_full, no_workers, shutting_down, concurrency_limit, mode_disabled, rate_limited)."
+    );
+    describe_counter!(
+        PUSH_DELIVERIES,
+        "Async-push deliveries ended, by outcome (delivered, failed)."
+    );
+    describe_counter!(
+        PUSH_ATTEMPTS,
+        "Async-push attempts, by result (success, http_error, timeout, network_error)."
+    );
+    describe_histogram!(
+        PUSH_DURATION,
+        Unit::Seconds,
+        "Time of one async-push attempt, request to answer."
+    );
+    describe_gauge!(
+        PUSH_ACTIVE,
+        "Async-push deliveries held in memory: being sent or waiting to retry."
     );
     describe_counter!(
         AUDIT_WRITE_ERRORS,

@@ -44,6 +44,10 @@ pub struct WorkflowVersion {
     pub version: u32,
     pub definition: WorkflowDefinition,
     pub created_at_ms: u64,
+    /// The endpoint configuration it was deployed with (shown at
+    /// `GET /v1/workflows/{id}/endpoint`; its push token never leaves).
+    #[serde(skip)]
+    pub endpoint: crate::endpoint::Endpoint,
 }
 
 /// A run as stored and as the API shows it.

@@ -52,6 +52,9 @@ pub enum ErrorCode {
     // Authentication and access.
     Unauthenticated,
     RateLimited,
+    /// A run requested in a mode (`sync` or `async`) the workflow's
+    /// deployed endpoint does not answer.
+    ModeDisabled,
 }
 
 impl ErrorCode {
@@ -98,6 +101,7 @@ impl ErrorCode {
         ErrorCode::InvalidArchive,
         ErrorCode::Unauthenticated,
         ErrorCode::RateLimited,
+        ErrorCode::ModeDisabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -143,6 +147,7 @@ impl ErrorCode {
             ErrorCode::InvalidArchive => "invalid_archive",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::ModeDisabled => "mode_disabled",
         }
     }
 
@@ -162,7 +167,9 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::QueueFull | ErrorCode::ConcurrencyLimit | ErrorCode::RateLimited => 429,
             ErrorCode::IdempotencyKeyReused | ErrorCode::IdempotencyInProgress => 409,
-            ErrorCode::WorkflowDeployed | ErrorCode::WorkflowInactive => 409,
+            ErrorCode::WorkflowDeployed | ErrorCode::WorkflowInactive | ErrorCode::ModeDisabled => {
+                409
+            }
             ErrorCode::InvalidArchive => 400,
             ErrorCode::NoWorkers | ErrorCode::ShuttingDown => 503,
             ErrorCode::SyncTimeout | ErrorCode::TimedOut => 504,

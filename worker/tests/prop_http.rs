@@ -741,6 +741,35 @@ fn case(g: &mut Gen, wf: &str) -> Vec<Req> {
         true,
     ));
 
+    // The endpoint configuration: fields of every type and range.
+    let target = if g.p(0.85) {
+        wf.to_string()
+    } else {
+        g.segment()
+    };
+    let (body, ct) = g.body(|g| match g.n(5) {
+        0 => json!({
+            "mode": g.pick(&["both", "sync", "async", "poll", ""]),
+            "sync_timeout_ms": g.timeout(),
+            "async_timeout_ms": if g.p(0.3) { Value::Null } else { g.timeout() },
+        }),
+        1 => json!({"push": {
+            "url": g.pick(&["http://127.0.0.1:9/hook", "https://h.example/x?y=1", "ftp://x", "", "not a url"]),
+            "access_token": g.unicode(12),
+        }}),
+        2 => json!({"push": g.json(2), "mode": g.json(1)}),
+        3 => json!({}),
+        _ => g.json(3),
+    });
+    reqs.push(Req {
+        method: Method::PUT,
+        path: format!("/v1/workflows/{target}/endpoint"),
+        body,
+        content_type: ct,
+        definition: None,
+        may_be_no_workers: false,
+    });
+
     // A run: mode and query at random, body of every shape.
     let mode = g.pick(&[
         "?mode=async",

@@ -6,10 +6,15 @@
 //! | file | what |
 //! | --- | --- |
 //! | `flow_definition.json` | the definition, as `POST /v1/workflows` takes it |
-//! | `app_definition.json` | format, workflow name and description, version number and time, the timeout and guardrails, the endpoint section |
+//! | `app_definition.json` | format, workflow name and description, version number and time, the timeout and guardrails, the endpoint's mode and timeouts |
 //! | `env_variables.json` | `{"variables": [{name, notes, secure, value}]}`; a secure variable has no `value` key at all |
 //!
-//! Never in an archive: API keys, sharing, endpoints' secrets, audit records.
+//! Never in an archive: API keys, sharing, the endpoint's push target (URL,
+//! access token) and signing secret, audit records. Importing applies the
+//! archive's endpoint mode and timeouts to the draft (validated as
+//! `PUT …/endpoint` does; 400 `invalid_archive` naming the field); an
+//! archive whose `endpoint.mode` is `null` (written before endpoints
+//! existed) leaves them as they are.
 //!
 //! Importing validates the definition exactly as create does (400
 //! `invalid_definition`, every error listed); a body that is not a zip, or
@@ -23,11 +28,15 @@
 //! Variables of the workflow that the archive does not name are left alone.
 
 use super::auth::AuthUser;
+use super::endpoint::field_error;
 use super::env::check_name;
 use super::error::{ApiError, ApiPath, ApiQuery};
 use super::workflows::check;
 use super::St;
 use crate::access::Role;
+use crate::endpoint::{
+    check_mode, check_settings, EndpointSettings, FieldError, DEFAULT_TIMEOUT_MS,
+};
 use crate::model::EnvVarRow;
 use crate::store::EnvWrite;
 use axum::body::Bytes;
@@ -163,13 +172,66 @@ struct EnvFile {
     variables: Vec<ArchivedVar>,
 }
 
-/// What an import brings: the definition (not yet validated) and variables.
+/// What an import brings: the definition (not yet validated), variables
+/// and the endpoint's mode and timeouts (checked).
 struct Archive {
     definition: Value,
     variables: Vec<ArchivedVar>,
+    endpoint: Option<EndpointSettings>,
 }
 
-fn parse_archive(bytes: &[u8]) -> Result<Archive, ApiError> {
+/// The endpoint section of `app_definition.json`; `None` when its `mode` is
+/// `null` or it is absent. `min_ms`: the shortest timeout allowed.
+fn archived_endpoint(app: &Value, min_ms: u64) -> Result<Option<EndpointSettings>, ApiError> {
+    let Some(ep) = app.get("endpoint").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let in_file = |e: FieldError| {
+        field_error(
+            ErrorCode::InvalidArchive,
+            FieldError {
+                message: format!("`{APP_FILE}` endpoint: {}", e.message),
+                ..e
+            },
+        )
+    };
+    let not_ms = |field: &'static str| {
+        in_file(FieldError {
+            field,
+            message: format!("{field} must be a whole number of milliseconds"),
+            details: json!({"field": field}),
+        })
+    };
+    let Some(ep) = ep.as_object() else {
+        return Err(bad_archive(format!(
+            "`{APP_FILE}`: endpoint must be an object"
+        )));
+    };
+    let mode = match ep.get("mode") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(m)) => check_mode(m).map_err(in_file)?,
+        Some(other) => check_mode(&other.to_string()).map_err(in_file)?,
+    };
+    let sync_timeout_ms = match ep.get("sync_timeout_ms") {
+        None | Some(Value::Null) => DEFAULT_TIMEOUT_MS,
+        Some(v) => v.as_u64().ok_or_else(|| not_ms("sync_timeout_ms"))?,
+    };
+    let async_timeout_ms = match ep.get("async_timeout_ms") {
+        None => Some(DEFAULT_TIMEOUT_MS),
+        Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| not_ms("async_timeout_ms"))?),
+    };
+    let s = EndpointSettings {
+        mode,
+        sync_timeout_ms,
+        async_timeout_ms,
+        push_url: None,
+    };
+    check_settings(&s, min_ms).map_err(in_file)?;
+    Ok(Some(s))
+}
+
+fn parse_archive(bytes: &[u8], min_timeout_ms: u64) -> Result<Archive, ApiError> {
     let files = read_zip(bytes)?;
     let definition = json_file(&files, FLOW_FILE)?;
     let app = json_file(&files, APP_FILE)?;
@@ -183,6 +245,7 @@ fn parse_archive(bytes: &[u8]) -> Result<Archive, ApiError> {
             )));
         }
     }
+    let endpoint = archived_endpoint(&app, min_timeout_ms)?;
     let env: EnvFile = serde_json::from_value(json_file(&files, ENV_FILE)?).map_err(|e| {
         bad_archive(format!("`{ENV_FILE}`: {e}")).details(json!({"file": ENV_FILE}))
     })?;
@@ -215,6 +278,7 @@ fn parse_archive(bytes: &[u8]) -> Result<Archive, ApiError> {
     Ok(Archive {
         definition,
         variables: env.variables,
+        endpoint,
     })
 }
 
@@ -346,15 +410,22 @@ pub async fn export(
             )
         })?),
     };
-    let (definition, created_at_ms) = match number {
-        None => (wf.definition.clone(), wf.updated_at_ms),
+    let (definition, created_at_ms, endpoint) = match number {
+        None => {
+            let (endpoint, _) = st
+                .store
+                .get_endpoint(&id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("workflow"))?;
+            (wf.definition.clone(), wf.updated_at_ms, endpoint.settings)
+        }
         Some(n) => {
             let v = st
                 .store
                 .get_version(&id, n)
                 .await?
                 .ok_or_else(|| ApiError::not_found(&format!("version {n} of this workflow")))?;
-            (v.definition, v.created_at_ms)
+            (v.definition, v.created_at_ms, v.endpoint.settings)
         }
     };
     let app = json!({
@@ -374,14 +445,12 @@ pub async fn export(
         "exported_at_ms": now_ms(),
         "timeout_ms": definition.timeout_ms,
         "guardrails": definition.guardrails,
-        // The endpoint's configuration (mode: sync / async-poll / async-push;
-        // sync and async timeouts) is not built yet: the endpoints feature
-        // fills these in on export and applies them on import. Never the
-        // push callback's access token.
+        // The endpoint's mode and timeouts (`async_timeout_ms` null: none).
+        // Never the push target (URL, access token) or signing secret.
         "endpoint": {
-            "mode": null,
-            "sync_timeout_ms": null,
-            "async_timeout_ms": null,
+            "mode": endpoint.mode.as_str(),
+            "sync_timeout_ms": endpoint.sync_timeout_ms,
+            "async_timeout_ms": endpoint.async_timeout_ms,
         },
     });
     let variables: Vec<ArchivedVar> = st
@@ -504,7 +573,10 @@ pub async fn import_new(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let archive = parse_archive(&zip_body(&headers, body)?)?;
+    let archive = parse_archive(
+        &zip_body(&headers, body)?,
+        st.config.endpoint_min_timeout_ms,
+    )?;
     let def = check(&st, &archive.definition)?;
     let (writes, report) = plan_env("", &archive.variables, &[], OnConflict::Keep, sealer(&st))?;
     let rows: Vec<EnvVarRow> = writes
@@ -516,7 +588,7 @@ pub async fn import_new(
         .collect();
     let wf = st
         .store
-        .import_workflow(&def, &rows, Some(&who.user.id))
+        .import_workflow(&def, &rows, archive.endpoint.as_ref(), Some(&who.user.id))
         .await?;
     tracing::info!(workflow_id = %wf.id, variables = rows.len(), "workflow imported");
     st.audit(
@@ -564,7 +636,10 @@ pub async fn import_into(
     if st.store.get_workflow(&id).await?.is_none() {
         return Err(ApiError::not_found("workflow"));
     }
-    let archive = parse_archive(&zip_body(&headers, body)?)?;
+    let archive = parse_archive(
+        &zip_body(&headers, body)?,
+        st.config.endpoint_min_timeout_ms,
+    )?;
     let def = check(&st, &archive.definition)?;
     let existing = st.store.list_env(&id).await?;
     let (writes, report) = plan_env(
@@ -576,7 +651,7 @@ pub async fn import_into(
     )?;
     let (wf, backup) = st
         .store
-        .import_draft(&id, &def, q.backup, &writes)
+        .import_draft(&id, &def, q.backup, &writes, archive.endpoint.as_ref())
         .await?
         .ok_or_else(|| ApiError::not_found("workflow"))?;
     st.forget_env(&id);

@@ -13,12 +13,14 @@
 //! | `POST /v1/workflows/{id}/undeploy` | take the endpoint offline (runs in flight finish) |
 //! | `POST /v1/workflows/{id}/activate`, `…/deactivate` | the active switch |
 //! | `GET /v1/workflows/{id}/versions` | deployed versions |
+//! | `GET/PUT /v1/workflows/{id}/endpoint` | the endpoint configuration: mode, sync/async timeouts, async push target (the draft's; takes effect on deploy) |
+//! | `POST /v1/workflows/{id}/endpoint/rotate-secret` | a new push signing secret (shown once; applies at once) |
 //! | `GET /v1/workflows/{id}/export?version=N\|draft` | a version as a zip |
 //! | `POST /v1/workflows/import`, `POST /v1/workflows/{id}/import` | a zip as a new workflow, or as a new draft |
 //! | `GET /v1/workflows/{id}/backups` | drafts an import replaced |
 //! | `GET /v1/templates`, `GET /v1/templates/{id}`, `POST /v1/workflows/from-template/{id}` | built-in templates |
-//! | `POST /v1/workflows/{id}/runs?mode=sync\|async` | run the newest version |
-//! | `GET /v1/runs`, `GET /v1/runs/{id}` | runs (filters: `workflow_id`, `status`, `trigger`, `from_ms`, `to_ms`; `sort=newest\|oldest`) |
+//! | `POST /v1/workflows/{id}/runs?mode=sync\|async` | run the deployed version (409 `mode_disabled` for a mode its endpoint does not answer) |
+//! | `GET /v1/runs`, `GET /v1/runs/{id}` | runs (filters: `workflow_id`, `status`, `trigger`, `from_ms`, `to_ms`; `sort=newest\|oldest`); the detail of a pushed run has its `delivery` |
 //! | `GET /v1/workflows/{id}/monitor` | totals, P50/P90/P99, failure rate (same filters) |
 //! | `POST /v1/runs/{id}/cancel` | cancel a run |
 //! | `POST/GET /v1/workflows/{id}/env`, `GET/PUT/DELETE …/env/{name}` | environment variables |
@@ -34,6 +36,7 @@
 
 pub mod auth;
 mod callbacks;
+mod endpoint;
 mod env;
 pub mod error;
 pub mod export;
@@ -106,6 +109,8 @@ pub struct Deployed {
     pub plan: Arc<Plan>,
     /// The environment variables it names: only these travel with its runs.
     pub env_refs: Vec<String>,
+    /// The endpoint configuration it was deployed with.
+    pub endpoint: crate::endpoint::EndpointRuntime,
 }
 
 pub struct AppState {
@@ -230,7 +235,8 @@ impl AppState {
                     .get_version(workflow_id, version)
                     .await?
                     .ok_or_else(|| ApiError::internal("deployed version missing"))?;
-                Gate::Open(Self::prepare(version, v.definition)?)
+                let endpoint = crate::endpoint::EndpointRuntime::from(&v.endpoint);
+                Gate::Open(Self::prepare(version, v.definition, endpoint)?)
             }
         };
         if let Ok(mut m) = self.deployed.write() {
@@ -243,7 +249,11 @@ impl AppState {
     }
 
     /// Validates a deployed definition once and keeps what runs need.
-    fn prepare(version: u32, def: WorkflowDefinition) -> Result<Arc<Deployed>, ApiError> {
+    fn prepare(
+        version: u32,
+        def: WorkflowDefinition,
+        endpoint: crate::endpoint::EndpointRuntime,
+    ) -> Result<Arc<Deployed>, ApiError> {
         let plan = weft_shared::validate::validate(&def)
             .map_err(|_| ApiError::internal("a deployed version no longer validates"))?;
         let env_refs = weft_shared::validate::env_refs(&def).into_iter().collect();
@@ -252,6 +262,7 @@ impl AppState {
             definition: Arc::new(def),
             plan: Arc::new(plan),
             env_refs,
+            endpoint,
         }))
     }
 
@@ -310,6 +321,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/workflows/{id}/activate", post(workflows::activate))
         .route("/v1/workflows/{id}/deactivate", post(workflows::deactivate))
         .route("/v1/workflows/{id}/versions", get(workflows::versions))
+        .route(
+            "/v1/workflows/{id}/endpoint",
+            get(endpoint::get).put(endpoint::put),
+        )
+        .route(
+            "/v1/workflows/{id}/endpoint/rotate-secret",
+            post(endpoint::rotate_secret),
+        )
         .route("/v1/workflows/{id}/export", get(export::export))
         .route("/v1/workflows/import", post(export::import_new))
         .route("/v1/workflows/{id}/import", post(export::import_into))

@@ -7,11 +7,11 @@ use crate::access::Role;
 use crate::dispatch::{Cmd, Submission};
 use crate::metrics as m;
 use crate::model::RunRecord;
-use crate::store::RunFilter;
+use crate::store::{Delivery, NewDelivery, RunFilter};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -70,6 +70,21 @@ pub async fn start(
     }
     st.may_run(&caller, &id).await?;
     let deployed = st.deployed(&id).await?;
+    let endpoint = deployed.endpoint;
+    if !endpoint.mode.allows(sync) {
+        let mode = if sync { "sync" } else { "async" };
+        return Err(reject(
+            "mode_disabled",
+            ApiError::new(
+                ErrorCode::ModeDisabled,
+                format!(
+                    "this workflow's endpoint does not answer mode={mode}; it answers mode={} (set at PUT /v1/workflows/{id}/endpoint, effective on deploy)",
+                    endpoint.mode.enabled().join(" and mode=")
+                ),
+            )
+            .details(json!({"workflow_id": id, "mode": mode, "enabled": endpoint.mode.enabled()})),
+        ));
+    }
     let input_bytes = weft_shared::model::json_len(&body.input);
     if input_bytes > st.config.max_input_bytes {
         return Err(ApiError::new(
@@ -155,7 +170,11 @@ pub async fn start(
     }
 
     let now = now_ms();
-    let deadline_ms = now + deployed.definition.timeout_ms;
+    // An async run's deadline is also capped by the endpoint's async timeout.
+    let deadline_ms = now + endpoint.run_timeout_ms(deployed.definition.timeout_ms, sync);
+    // How long a sync caller waits: the endpoint's sync timeout, under the
+    // coordinator's ceiling.
+    let sync_wait_ms = endpoint.sync_timeout_ms.min(st.config.sync_timeout_ms);
     let record = RunRecord::new(
         Uuid::now_v7(),
         id.clone(),
@@ -179,7 +198,7 @@ pub async fn start(
                 )
                 .details(json!({"run_id": first})));
             }
-            match replay(&st, first, sync, deadline_ms).await? {
+            match replay(&st, first, sync, deadline_ms, sync_wait_ms).await? {
                 Some(resp) => return Ok(resp),
                 // The first request never recorded its run (the coordinator
                 // stopped in between): the key is free again; take it.
@@ -221,14 +240,23 @@ pub async fn start(
     let status_url = format!("/v1/runs/{run_id}");
 
     if !sync {
-        // Durable before the 202: a crash after this loses nothing.
-        st.store.save_run(&record).await?;
+        // Durable before the 202, with its push delivery if any: a crash
+        // after this loses nothing.
+        let delivery = endpoint.push.then(|| NewDelivery {
+            run_id,
+            delivery_id: Uuid::now_v7(),
+            workflow_id: id.clone(),
+            version: deployed.version,
+        });
+        let push = delivery.is_some();
+        st.store.save_run_with_delivery(&record, delivery).await?;
         st.dispatch.send(Cmd::Submit(Box::new(Submission {
             record: record.clone(),
             definition: deployed.definition.clone(),
             waiter: None,
             traceparent,
             env,
+            push,
         })));
         let body = json!({"run_id": run_id, "status": RunStatus::Queued, "status_url": status_url});
         return Ok((StatusCode::ACCEPTED, [("location", status_url)], Json(body)).into_response());
@@ -242,6 +270,7 @@ pub async fn start(
         waiter: Some(tx),
         traceparent,
         env,
+        push: false,
     })));
     // The run ends by its deadline (the coordinator enforces it after a
     // grace period), so waiting past deadline + grace only guards against a
@@ -249,15 +278,15 @@ pub async fn start(
     let until_deadline = Duration::from_millis(
         deadline_ms.saturating_sub(now_ms()) + st.config.deadline_grace_ms + 1_000,
     );
-    let wait = until_deadline.min(Duration::from_millis(st.config.sync_timeout_ms));
+    let wait = until_deadline.min(Duration::from_millis(sync_wait_ms));
     match tokio::time::timeout(wait, rx).await {
         Ok(Ok(rec)) => Ok(Json(rec).into_response()),
         Ok(Err(_)) => Err(ApiError::internal("run waiter dropped")),
         Err(_) => Err(ApiError::new(
             ErrorCode::SyncTimeout,
-            "the run did not finish within the sync timeout; poll its status URL",
+            format!("the run did not finish within the sync timeout ({sync_wait_ms} ms); poll its status URL"),
         )
-        .details(json!({"run_id": run_id, "status_url": status_url}))),
+        .details(json!({"run_id": run_id, "status_url": status_url, "sync_timeout_ms": sync_wait_ms}))),
     }
 }
 
@@ -277,6 +306,7 @@ async fn replay(
     run_id: Uuid,
     sync: bool,
     deadline_ms: u64,
+    sync_wait_ms: u64,
 ) -> Result<Option<Response>, ApiError> {
     let status_url = format!("/v1/runs/{run_id}");
     let replayed = [("idempotent-replayed", "true")];
@@ -286,7 +316,7 @@ async fn replay(
         st.dispatch.send(Cmd::Watch(run_id, tx));
         let wait = Duration::from_millis(
             (deadline_ms.saturating_sub(now_ms()) + st.config.deadline_grace_ms + 1_000)
-                .min(st.config.sync_timeout_ms),
+                .min(sync_wait_ms),
         );
         if let Ok(Ok(rec)) = tokio::time::timeout(wait, rx).await {
             return Ok(Some((replayed, Json(rec)).into_response()));
@@ -326,6 +356,15 @@ fn parse_run_id(id: &str) -> Result<Uuid, ApiError> {
     })
 }
 
+/// The run detail: the run, and for a pushed run its delivery.
+#[derive(Serialize)]
+struct RunDetail {
+    #[serde(flatten)]
+    run: RunRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery: Option<Delivery>,
+}
+
 /// A run: for users who can see its workflow, or its workflow's API key.
 pub async fn get(
     st: St,
@@ -344,7 +383,13 @@ pub async fn get(
             ErrorCode::NotFound => ApiError::not_found("run"),
             _ => e,
         })?;
-    Ok(Json(run))
+    // Only async runs are pushed.
+    let delivery = if run.trigger == "async" {
+        st.store.get_delivery(id).await?
+    } else {
+        None
+    };
+    Ok(Json(RunDetail { run, delivery }))
 }
 
 /// The filters the run list and the monitor share.

@@ -3,6 +3,7 @@
 //! and draft backups. Each change is one transaction.
 
 use super::{from_json, to_json, workflow_from_row, Store, StoreError};
+use crate::endpoint::EndpointSettings;
 use crate::model::{DraftBackup, EnvVarRow, Workflow};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -55,20 +56,28 @@ impl Store {
         self.get_workflow(id).await
     }
 
-    /// Creates a workflow (a draft, not deployed) with its variables, shared
-    /// with `owner` (a user id) as its owner.
+    /// Creates a workflow (a draft, not deployed) with its variables and,
+    /// if given, its endpoint's mode and timeouts (never a push target),
+    /// shared with `owner` (a user id) as its owner.
     pub async fn import_workflow(
         &self,
         def: &WorkflowDefinition,
         env: &[EnvVarRow],
+        endpoint: Option<&EndpointSettings>,
         owner: Option<&str>,
     ) -> Result<Workflow, StoreError> {
         let id = Uuid::now_v7().to_string();
         let now = now_ms() as i64;
+        let endpoint = endpoint.map(|e| {
+            to_json(&EndpointSettings {
+                push_url: None,
+                ..e.clone()
+            })
+        });
         let mut tx = self.write_tx().await?;
         sqlx::query(
-            "INSERT INTO workflows (id, name, description, definition, latest_version, created_at_ms, updated_at_ms)
-             VALUES (?, ?, ?, ?, 0, ?, ?)",
+            "INSERT INTO workflows (id, name, description, definition, latest_version, created_at_ms, updated_at_ms, endpoint)
+             VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
         )
         .bind(&id)
         .bind(&def.name)
@@ -76,6 +85,7 @@ impl Store {
         .bind(to_json(def))
         .bind(now)
         .bind(now)
+        .bind(endpoint)
         .execute(&mut *tx)
         .await?;
         for v in env {
@@ -98,23 +108,41 @@ impl Store {
     }
 
     /// Replaces a workflow's draft with `def` and writes `env`; with
-    /// `backup`, the replaced draft is saved first. `None` if absent.
+    /// `backup`, the replaced draft is saved first; with `endpoint`, the
+    /// draft endpoint's mode and timeouts are replaced (its push target is
+    /// kept). `None` if absent.
     pub async fn import_draft(
         &self,
         id: &str,
         def: &WorkflowDefinition,
         backup: bool,
         env: &[EnvWrite],
+        endpoint: Option<&EndpointSettings>,
     ) -> Result<Option<(Workflow, Option<DraftBackup>)>, StoreError> {
         let now = now_ms() as i64;
         let mut tx = self.write_tx().await?;
-        let Some(old) = sqlx::query("SELECT definition FROM workflows WHERE id = ?")
+        let Some(old) = sqlx::query("SELECT definition, endpoint FROM workflows WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?
         else {
             return Ok(None);
         };
+        if let Some(e) = endpoint {
+            let current: EndpointSettings = match old.try_get::<Option<String>, _>("endpoint")? {
+                Some(s) => from_json(&s)?,
+                None => EndpointSettings::default(),
+            };
+            let merged = EndpointSettings {
+                push_url: current.push_url,
+                ..e.clone()
+            };
+            sqlx::query("UPDATE workflows SET endpoint = ? WHERE id = ?")
+                .bind(to_json(&merged))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let saved = if backup {
             let b = DraftBackup {
                 id: Uuid::now_v7().to_string(),

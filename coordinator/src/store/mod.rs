@@ -8,6 +8,7 @@
 //! wait for their batch to commit; others only enqueue.
 
 mod access;
+mod endpoints;
 mod lifecycle;
 mod writer;
 
@@ -25,6 +26,7 @@ use weft_shared::model::{ModelRun, RunStatus, WorkflowDefinition};
 use weft_shared::time::now_ms;
 
 pub use access::{AuditFilter, NewCredential, ShareRemoval};
+pub use endpoints::{AttemptRecord, Delivery, NewDelivery, SealedAt};
 pub use lifecycle::{DeleteOutcome, EnvWrite};
 pub use writer::WriteError;
 
@@ -138,7 +140,7 @@ impl Store {
         def: &WorkflowDefinition,
         owner: Option<&str>,
     ) -> Result<Workflow, StoreError> {
-        self.import_workflow(def, &[], owner).await
+        self.import_workflow(def, &[], None, owner).await
     }
 
     pub async fn get_workflow(&self, id: &str) -> Result<Option<Workflow>, StoreError> {
@@ -177,7 +179,7 @@ impl Store {
         def: &WorkflowDefinition,
     ) -> Result<Option<Workflow>, StoreError> {
         Ok(self
-            .import_draft(id, def, false, &[])
+            .import_draft(id, def, false, &[], None)
             .await?
             .map(|(w, _)| w))
     }
@@ -229,19 +231,24 @@ impl Store {
     /// step). `None` if absent.
     pub async fn deploy(&self, id: &str) -> Result<Option<WorkflowVersion>, StoreError> {
         let mut tx = self.write_tx().await?;
-        let row = sqlx::query("SELECT definition, latest_version FROM workflows WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row = sqlx::query(
+            "SELECT definition, latest_version, endpoint, push_token FROM workflows WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let definition: String = row.try_get("definition")?;
         let version = row.try_get::<i64, _>("latest_version")? + 1;
         let now = now_ms() as i64;
-        sqlx::query("INSERT INTO workflow_versions (workflow_id, version, definition, created_at_ms) VALUES (?, ?, ?, ?)")
+        // The draft's endpoint configuration goes with it: it takes effect now.
+        sqlx::query("INSERT INTO workflow_versions (workflow_id, version, definition, created_at_ms, endpoint, push_token) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(id)
             .bind(version)
             .bind(&definition)
             .bind(now)
+            .bind(row.try_get::<Option<String>, _>("endpoint")?)
+            .bind(row.try_get::<Option<String>, _>("push_token")?)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
@@ -257,6 +264,7 @@ impl Store {
             version: version as u32,
             definition: from_json(&definition)?,
             created_at_ms: now as u64,
+            endpoint: endpoints::version_endpoint(&row)?,
         }))
     }
 
@@ -295,6 +303,23 @@ impl Store {
             .map_err(|_| WriteError::Closed)?;
         rx.await.map_err(|_| WriteError::Closed)??;
         Ok(())
+    }
+
+    /// Records a new asynchronous run and, when its result is to be pushed,
+    /// its delivery, and waits until both are durable. The delivery is
+    /// queued first, so it commits in the same batch as the run or before.
+    pub async fn save_run_with_delivery(
+        &self,
+        run: &RunRecord,
+        delivery: Option<NewDelivery>,
+    ) -> Result<(), StoreError> {
+        if let Some(d) = delivery {
+            self.writer
+                .send(writer::Op::Delivery(Box::new(d)))
+                .await
+                .map_err(|_| WriteError::Closed)?;
+        }
+        self.save_run(run).await
     }
 
     /// Records a run's current state without waiting; `done` (if any) hears
@@ -599,6 +624,7 @@ fn version_from_row(r: &SqliteRow) -> Result<WorkflowVersion, StoreError> {
         version: r.try_get::<i64, _>("version")? as u32,
         definition: from_json(&r.try_get::<String, _>("definition")?)?,
         created_at_ms: r.try_get::<i64, _>("created_at_ms")? as u64,
+        endpoint: endpoints::version_endpoint(r)?,
     })
 }
 

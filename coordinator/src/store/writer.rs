@@ -22,6 +22,8 @@ pub(super) enum Op {
         Box<RunRecord>,
         Option<oneshot::Sender<Result<(), WriteError>>>,
     ),
+    /// A push delivery, written with the run it belongs to.
+    Delivery(Box<super::NewDelivery>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -42,7 +44,7 @@ pub(super) fn spawn(pool: SqlitePool) -> mpsc::Sender<Op> {
                     Op::Flush(done) => {
                         let _ = done.send(());
                     }
-                    Op::Upsert(_, None) => {}
+                    Op::Upsert(_, None) | Op::Delivery(_) => {}
                 }
             }
         }
@@ -60,7 +62,7 @@ fn latest_states(batch: &[Op]) -> Vec<&RunRecord> {
         .iter()
         .filter_map(|op| match op {
             Op::Upsert(r, _) => Some(&**r),
-            Op::Flush(_) => None,
+            Op::Delivery(_) | Op::Flush(_) => None,
         })
         .collect();
     for (i, r) in records.iter().enumerate() {
@@ -126,6 +128,13 @@ async fn commit(pool: &SqlitePool, batch: &[Op]) -> Result<(), WriteError> {
             .execute(&mut *tx)
             .await
             .map_err(fail)?;
+        }
+    }
+    for op in batch {
+        if let Op::Delivery(d) = op {
+            super::endpoints::insert_delivery(&mut *tx, d)
+                .await
+                .map_err(fail)?;
         }
     }
     tx.commit().await.map_err(fail)
