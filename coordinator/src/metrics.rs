@@ -14,6 +14,8 @@ pub const WIRE_ERRORS: &str = "weft_wire_decode_errors_total";
 pub const HTTP_REQUESTS: &str = "weft_http_requests_total";
 pub const HTTP_DURATION: &str = "weft_http_request_duration_seconds";
 pub const RUNS_REJECTED: &str = "weft_runs_rejected_total";
+pub const RUNS_WAITING: &str = "weft_runs_waiting";
+pub const RUNS_RESUMED: &str = "weft_runs_resumed_total";
 
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -61,4 +63,9 @@ pub fn describe() {
         RUNS_REJECTED,
         "Run requests refused, by reason (queue_full, no_workers, shutting_down)."
     );
+    describe_gauge!(
+        RUNS_WAITING,
+        "Runs paused at human nodes, held by no worker."
+    );
+    describe_counter!(RUNS_RESUMED, "Human nodes answered (runs resumed).");
 }

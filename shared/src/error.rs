@@ -49,6 +49,8 @@ pub enum ErrorCode {
     WorkflowDeployed,
     WorkflowInactive,
     InvalidArchive,
+    // Human nodes.
+    NotWaiting,
 }
 
 impl ErrorCode {
@@ -93,6 +95,7 @@ impl ErrorCode {
         ErrorCode::WorkflowDeployed,
         ErrorCode::WorkflowInactive,
         ErrorCode::InvalidArchive,
+        ErrorCode::NotWaiting,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -136,6 +139,7 @@ impl ErrorCode {
             ErrorCode::WorkflowDeployed => "workflow_deployed",
             ErrorCode::WorkflowInactive => "workflow_inactive",
             ErrorCode::InvalidArchive => "invalid_archive",
+            ErrorCode::NotWaiting => "not_waiting",
         }
     }
 
@@ -155,6 +159,7 @@ impl ErrorCode {
             ErrorCode::QueueFull | ErrorCode::ConcurrencyLimit => 429,
             ErrorCode::IdempotencyKeyReused | ErrorCode::IdempotencyInProgress => 409,
             ErrorCode::WorkflowDeployed | ErrorCode::WorkflowInactive => 409,
+            ErrorCode::NotWaiting => 409,
             ErrorCode::InvalidArchive => 400,
             ErrorCode::NoWorkers | ErrorCode::ShuttingDown => 503,
             ErrorCode::SyncTimeout | ErrorCode::TimedOut => 504,
