@@ -11,6 +11,14 @@
 //! runs go back to the front of the queue with a new attempt (at-least-once).
 //! A run that outlives its workflow deadline by `deadline_grace_ms` without a
 //! word from its worker is ended `timed_out` here.
+//!
+//! A run that pauses at `human` nodes comes back from its worker as a
+//! checkpoint and is *parked*: no worker holds it, and its wait's deadline —
+//! the earliest of its waiting nodes', each already bounded by the workflow
+//! deadline — is enforced here, on the dot (no worker will). A resume adds
+//! the answer to the checkpoint and queues the run again; any worker takes
+//! it from there. Parked runs are stored with their checkpoint, so a
+//! restarted coordinator parks them again.
 
 use crate::metrics as m;
 use crate::model::RunRecord;
@@ -26,14 +34,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 use weft_shared::error::ErrorCode;
-use weft_shared::model::{RunAttempt, RunError, RunStatus, WorkflowDefinition};
+use weft_shared::model::{
+    HumanResume, NodeLog, NodeStatus, RunAttempt, RunError, RunStatus, WorkflowDefinition,
+};
 use weft_shared::secret::SecretString;
 use weft_shared::subjects::Subjects;
 use weft_shared::telemetry::bounded_label;
 use weft_shared::time::{now_ms, TimeoutLevel};
 use weft_shared::wire::{
-    self, Assign, AssignReply, Cancel, EnvValue, Heartbeat, Resume, ResumeReply, RunProgress,
-    RunResult,
+    self, Assign, AssignReply, Cancel, EnvValue, Heartbeat, Resume, ResumeReply, RunCheckpoint,
+    RunProgress, RunResult,
 };
 
 /// How often dead workers and overdue runs are looked for.
@@ -60,6 +70,25 @@ pub enum Cmd {
     Deregister(String),
     /// A worker's result; `persisted` hears once it is durable (or known).
     Result(Box<RunResult>, oneshot::Sender<bool>),
+    /// A run paused at human nodes, handed back by its worker; `persisted`
+    /// hears once it is durable (or known).
+    Checkpoint(Box<RunCheckpoint>, oneshot::Sender<bool>),
+    /// Which waiting node a resume is for (`node_id`, or the only one), and
+    /// the run's definition (to check the value against the node's schema).
+    ResumeTarget {
+        run_id: Uuid,
+        node_id: Option<String>,
+        reply: oneshot::Sender<Result<(String, Arc<WorkflowDefinition>), ResumeRefusal>>,
+    },
+    /// Resume a parked run at `node_id`, once; `reply` hears the run's record
+    /// once the answer is durable.
+    Resume {
+        run_id: Uuid,
+        node_id: String,
+        value: serde_json::Value,
+        by: String,
+        reply: oneshot::Sender<Result<RunRecord, ResumeRefusal>>,
+    },
     AssignDone {
         run_id: Uuid,
         attempt: u32,
@@ -87,6 +116,29 @@ pub enum Cmd {
     },
     Workers(oneshot::Sender<Vec<WorkerInfo>>),
     Tick,
+}
+
+/// Why a resume was not taken.
+#[derive(Debug)]
+pub enum ResumeRefusal {
+    /// Not a live run here (unknown, or ended).
+    UnknownRun,
+    /// The run is live but not paused at a human node.
+    NotWaiting {
+        status: RunStatus,
+        waiting: Vec<String>,
+    },
+    /// The run waits, but not at this node.
+    NodeNotWaiting {
+        node_id: String,
+        waiting: Vec<String>,
+    },
+    /// Several nodes wait and the request named none.
+    Ambiguous { waiting: Vec<String> },
+    /// The wait's deadline passed: the run has just ended `timed_out`.
+    TimedOut,
+    /// The answer could not be made durable.
+    WriteFailed(String),
 }
 
 #[derive(Debug)]
@@ -199,6 +251,9 @@ enum Placement {
     /// Was running when the coordinator last stopped; a worker may still
     /// report it. Re-queued if none does within `dead_after`.
     Orphaned(Instant),
+    /// Paused at human nodes: no worker holds it; its checkpoint is on the
+    /// record and its wait's deadline in `Dispatcher::waits`.
+    Parked,
 }
 
 struct LiveRun {
@@ -222,6 +277,9 @@ struct Dispatcher {
     runs: HashMap<Uuid, LiveRun>,
     pending: VecDeque<Uuid>,
     deadlines: BinaryHeap<Reverse<(u64, Uuid)>>,
+    /// Deadlines of parked runs' waits (the earliest of each run's waiting
+    /// nodes); entries of runs no longer parked are skipped when due.
+    waits: BinaryHeap<Reverse<(u64, Uuid)>>,
     rotation: usize,
     /// When this coordinator's own NATS connection was last seen down. While
     /// it is down no heartbeat can arrive, so silence proves nothing; workers
@@ -262,6 +320,7 @@ pub fn spawn(
         runs: HashMap::new(),
         pending: VecDeque::new(),
         deadlines: BinaryHeap::new(),
+        waits: BinaryHeap::new(),
         rotation: 0,
         nats_down_at: None,
     };
@@ -275,8 +334,17 @@ pub fn spawn(
         // Even a run stored as queued may be on a worker (its assignment
         // went out before the status change was durable): every recovered run
         // waits for the workers to say what they hold, and is placed again
-        // only if none claims it within `dead_after`.
-        let placement = Placement::Orphaned(Instant::now());
+        // only if none claims it within `dead_after`. A run paused at human
+        // nodes is on no worker: it is parked again, its wait's deadline kept.
+        let parked = record.status == RunStatus::Waiting && record.checkpoint.is_some();
+        let placement = if parked {
+            if let Some(at) = record.waiting.iter().map(|w| w.deadline_ms).min() {
+                d.waits.push(Reverse((at, record.id)));
+            }
+            Placement::Parked
+        } else {
+            Placement::Orphaned(Instant::now())
+        };
         d.deadlines.push(Reverse((record.deadline_ms, record.id)));
         d.stats.add_run(&record.workflow_id);
         d.runs.insert(
@@ -345,6 +413,27 @@ impl Dispatcher {
                 self.remove_worker(&id, "worker_deregistered");
             }
             Cmd::Result(r, persisted) => self.result(*r, persisted),
+            Cmd::Checkpoint(c, persisted) => self.checkpoint(*c, persisted),
+            Cmd::ResumeTarget {
+                run_id,
+                node_id,
+                reply,
+            } => {
+                let target = self
+                    .resume_target(run_id, node_id.as_deref())
+                    .and_then(|n| {
+                        let run = self.runs.get(&run_id).ok_or(ResumeRefusal::UnknownRun)?;
+                        Ok((n, run.definition.clone()))
+                    });
+                let _ = reply.send(target);
+            }
+            Cmd::Resume {
+                run_id,
+                node_id,
+                value,
+                by,
+                reply,
+            } => self.resume(run_id, node_id, value, by, reply),
             Cmd::AssignDone {
                 run_id,
                 attempt,
@@ -458,6 +547,184 @@ impl Dispatcher {
             };
             let _ = reply.send(outcome);
         });
+    }
+
+    /// A run paused at human nodes: park it (no worker holds it now).
+    fn checkpoint(&mut self, cp: RunCheckpoint, persisted: oneshot::Sender<bool>) {
+        let Some(run) = self.runs.get_mut(&cp.run_id) else {
+            // Ended already (cancelled, timed out): nothing to keep.
+            let _ = persisted.send(true);
+            return;
+        };
+        let current = match &run.placement {
+            Placement::Running(w) | Placement::Assigning(w) => {
+                *w == cp.worker_id && run.record.attempts.len() as u32 == cp.attempt
+            }
+            // The coordinator restarted since it was placed: no one else has it.
+            Placement::Orphaned(_) => true,
+            Placement::Pending | Placement::Parked => false,
+        };
+        if !current {
+            // An attempt other than the current one: the current one stands.
+            tracing::debug!(run_id = %cp.run_id, worker_id = %cp.worker_id, "stale checkpoint ignored");
+            let _ = persisted.send(true);
+            return;
+        }
+        if let Placement::Running(w) | Placement::Assigning(w) = &run.placement {
+            if let Some(w) = self.workers.get_mut(w) {
+                w.assigned.remove(&cp.run_id);
+            }
+        }
+        let Some(wait_until) = cp.checkpoint.waiting.iter().map(|w| w.deadline_ms).min() else {
+            let _ = persisted.send(true);
+            self.finish_here(
+                cp.run_id,
+                RunStatus::Failed,
+                RunError::new(ErrorCode::Internal, "a checkpoint with no waiting node"),
+                None,
+            );
+            return;
+        };
+        if let Some(a) = run
+            .record
+            .attempts
+            .iter_mut()
+            .rev()
+            .find(|a| a.attempt == cp.attempt)
+        {
+            a.ended_at_ms = Some(cp.ended_at_ms);
+            a.outcome = Some(RunStatus::Waiting.as_str().to_string());
+        }
+        run.placement = Placement::Parked;
+        run.record.status = RunStatus::Waiting;
+        run.record.started_at_ms.get_or_insert(cp.started_at_ms);
+        run.record.nodes.extend(cp.nodes);
+        run.record.usage.add(&cp.usage);
+        run.record.model_runs.extend(cp.model_runs);
+        run.record.waiting = cp.checkpoint.waiting.clone();
+        run.record.checkpoint = Some(cp.checkpoint);
+        self.waits.push(Reverse((wait_until, cp.run_id)));
+        tracing::info!(
+            run_id = %cp.run_id,
+            waiting = ?run.record.waiting.iter().map(|w| w.node_id.as_str()).collect::<Vec<_>>(),
+            "run paused at human nodes"
+        );
+        let (tx, rx) = oneshot::channel::<Result<(), WriteError>>();
+        self.store.enqueue_run(&run.record, Some(tx));
+        tokio::spawn(async move {
+            let ok = matches!(rx.await, Ok(Ok(())));
+            let _ = persisted.send(ok);
+        });
+        // A synchronous caller hears that the run now waits for a person.
+        for w in run.waiters.drain(..) {
+            let _ = w.send(run.record.clone());
+        }
+    }
+
+    /// The node a resume is for: the one named if it waits, else the only
+    /// one waiting.
+    fn resume_target(&self, run_id: Uuid, node_id: Option<&str>) -> Result<String, ResumeRefusal> {
+        let run = self.runs.get(&run_id).ok_or(ResumeRefusal::UnknownRun)?;
+        let waiting: Vec<String> = run
+            .record
+            .waiting
+            .iter()
+            .map(|w| w.node_id.clone())
+            .collect();
+        if !matches!(run.placement, Placement::Parked) {
+            return Err(ResumeRefusal::NotWaiting {
+                status: run.record.status,
+                waiting,
+            });
+        }
+        match node_id {
+            Some(n) if waiting.iter().any(|w| w == n) => Ok(n.to_string()),
+            Some(n) => Err(ResumeRefusal::NodeNotWaiting {
+                node_id: n.to_string(),
+                waiting,
+            }),
+            None if waiting.len() == 1 => Ok(waiting[0].clone()),
+            None => Err(ResumeRefusal::Ambiguous { waiting }),
+        }
+    }
+
+    /// Resumes a parked run at one node: the answer joins the checkpoint and
+    /// the run is queued again, for any worker. Only one resume of a node can
+    /// get here while the run is parked: the first moves it on.
+    fn resume(
+        &mut self,
+        run_id: Uuid,
+        node_id: String,
+        value: serde_json::Value,
+        by: String,
+        reply: oneshot::Sender<Result<RunRecord, ResumeRefusal>>,
+    ) {
+        if let Err(e) = self.resume_target(run_id, Some(&node_id)) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let now = now_ms();
+        // Answered too late: the wait is over, whether or not the tick saw it.
+        if self.wait_expired(run_id, now) {
+            let _ = reply.send(Err(ResumeRefusal::TimedOut));
+            return;
+        }
+        let Some(run) = self.runs.get_mut(&run_id) else {
+            let _ = reply.send(Err(ResumeRefusal::UnknownRun));
+            return;
+        };
+        let answer = HumanResume {
+            node_id: node_id.clone(),
+            value,
+            resumed_by: by,
+            resumed_at_ms: now,
+        };
+        run.record.resumes.push(answer.clone());
+        run.record.waiting.retain(|w| w.node_id != node_id);
+        if let Some(cp) = run.record.checkpoint.as_mut() {
+            cp.resumed.push(answer);
+        }
+        run.record.status = RunStatus::Queued;
+        run.placement = Placement::Pending;
+        self.pending.push_back(run_id);
+        metrics::counter!(m::RUNS_RESUMED).increment(1);
+        tracing::info!(run_id = %run_id, node_id = %node_id, "run resumed");
+        let (tx, rx) = oneshot::channel::<Result<(), WriteError>>();
+        self.store.enqueue_run(&run.record, Some(tx));
+        let record = run.record.clone();
+        tokio::spawn(async move {
+            let answer = match rx.await {
+                Ok(Ok(())) => Ok(record),
+                Ok(Err(e)) => Err(ResumeRefusal::WriteFailed(e.to_string())),
+                Err(_) => Err(ResumeRefusal::WriteFailed("the run writer stopped".into())),
+            };
+            let _ = reply.send(answer);
+        });
+    }
+
+    /// Ends a parked run whose earliest wait is over (`timed_out`, at that
+    /// node, naming the level of its deadline). True if it ended it.
+    fn wait_expired(&mut self, run_id: Uuid, now: u64) -> bool {
+        let Some(run) = self.runs.get(&run_id) else {
+            return false;
+        };
+        if !matches!(run.placement, Placement::Parked) {
+            return false;
+        }
+        let Some(w) = run.record.waiting.iter().min_by_key(|w| w.deadline_ms) else {
+            return false;
+        };
+        if w.deadline_ms > now {
+            return false;
+        }
+        let mut err = RunError::timed_out(w.level).at_node(&w.node_id);
+        err.message = format!(
+            "{} timeout fired while the node waited for a person",
+            w.level.as_str()
+        );
+        tracing::info!(run_id = %run_id, node_id = %w.node_id, level = w.level.as_str(), "human wait timed out");
+        self.finish_here(run_id, RunStatus::TimedOut, err, None)
+            .is_some()
     }
 
     fn submit(&mut self, s: Submission) {
@@ -672,6 +939,7 @@ impl Dispatcher {
                 traceparent: run.traceparent.clone(),
                 env: (*run.env).clone(),
                 callback_base: Some(self.cfg.callback_base.clone()),
+                checkpoint: run.record.checkpoint.clone(),
             };
             metrics::histogram!(m::PLACEMENT_DURATION).record(started.elapsed().as_secs_f64());
             self.send_assign(worker_id, msg);
@@ -780,6 +1048,8 @@ impl Dispatcher {
         run.record.status = r.status;
         run.record.output = r.output;
         run.record.error = r.error;
+        run.record.checkpoint = None;
+        run.record.waiting.clear();
         run.record.started_at_ms.get_or_insert(r.started_at_ms);
         run.record.ended_at_ms = Some(r.ended_at_ms);
         run.record.nodes.extend(r.nodes);
@@ -824,10 +1094,42 @@ impl Dispatcher {
             }
             Placement::Pending => self.pending.retain(|id| *id != run_id),
             Placement::Orphaned(_) => {}
+            Placement::Parked => {
+                // The waiting nodes end with the run, in its node log.
+                let now = now_ms();
+                let attempt = run.record.attempts.last().map_or(0, |a| a.attempt);
+                let waiting = std::mem::take(&mut run.record.waiting);
+                for w in waiting {
+                    // The node whose deadline fired (or all, at the workflow's)
+                    // timed out; others were cut short.
+                    let fired = error.node_id.as_deref() == Some(w.node_id.as_str())
+                        || error.level == Some(TimeoutLevel::Workflow);
+                    let node_status = if status == RunStatus::TimedOut && fired {
+                        NodeStatus::TimedOut
+                    } else {
+                        NodeStatus::Cancelled
+                    };
+                    run.record.nodes.push(NodeLog {
+                        node_id: w.node_id,
+                        kind: "human".into(),
+                        status: node_status,
+                        run_attempt: attempt,
+                        started_at_ms: w.since_ms,
+                        ended_at_ms: now,
+                        attempts: 0,
+                        error: Some(error.clone()),
+                        findings: Vec::new(),
+                        resumed_by: None,
+                        resumed_at_ms: None,
+                    });
+                }
+            }
         }
         run.record.status = status;
         run.record.error = Some(error);
         run.record.ended_at_ms = Some(now_ms());
+        run.record.checkpoint = None;
+        run.record.waiting.clear();
         match self.push_on_end(&run) {
             Some((p, id)) => {
                 let (tx, rx) = oneshot::channel::<Result<(), WriteError>>();
@@ -943,8 +1245,22 @@ impl Dispatcher {
                 self.pending.push_back(id);
             }
         }
-        // Overdue runs.
+        // Parked runs whose wait is over: no worker holds them, so no grace.
         let wall = now_ms();
+        while let Some(Reverse((deadline, id))) = self.waits.peek().copied() {
+            if deadline > wall {
+                break;
+            }
+            self.waits.pop();
+            self.wait_expired(id, wall);
+        }
+        metrics::gauge!(m::RUNS_WAITING).set(
+            self.runs
+                .values()
+                .filter(|r| matches!(r.placement, Placement::Parked))
+                .count() as f64,
+        );
+        // Overdue runs.
         let grace = self.cfg.deadline_grace.as_millis() as u64;
         while let Some(Reverse((deadline, id))) = self.deadlines.peek().copied() {
             if deadline + grace > wall {
@@ -1009,6 +1325,37 @@ pub async fn listen(
             weft_shared::subjects::RESULTS_QUEUE_GROUP.into(),
         )
         .await?;
+    let mut checkpoints = nats
+        .queue_subscribe(
+            subjects.checkpoints(),
+            weft_shared::subjects::RESULTS_QUEUE_GROUP.into(),
+        )
+        .await?;
+    let (h, n) = (handle.clone(), nats.clone());
+    tokio::spawn(async move {
+        while let Some(msg) = checkpoints.next().await {
+            let c = match wire::decode::<RunCheckpoint>(&msg.payload) {
+                Ok(c) => c,
+                Err(e) => {
+                    metrics::counter!(m::WIRE_ERRORS, "subject" => "checkpoints").increment(1);
+                    tracing::debug!(error = %e, "dropped bad checkpoint");
+                    continue;
+                }
+            };
+            let (tx, rx) = oneshot::channel();
+            let run_id = c.run_id;
+            h.send(Cmd::Checkpoint(Box::new(c), tx));
+            let nats = n.clone();
+            tokio::spawn(async move {
+                // Ack only once durable: the worker sends it again until then.
+                if let (Ok(true), Some(reply)) = (rx.await, msg.reply) {
+                    if let Ok(bytes) = wire::encode(&weft_shared::wire::ResultAck { run_id }) {
+                        let _ = nats.publish(reply, bytes).await;
+                    }
+                }
+            });
+        }
+    });
     let h = handle.clone();
     tokio::spawn(async move {
         while let Some(msg) = progress.next().await {

@@ -19,6 +19,8 @@ pub const PUSH_DELIVERIES: &str = "weft_push_deliveries_total";
 pub const PUSH_ATTEMPTS: &str = "weft_push_attempts_total";
 pub const PUSH_DURATION: &str = "weft_push_delivery_duration_seconds";
 pub const PUSH_ACTIVE: &str = "weft_push_active_deliveries";
+pub const RUNS_WAITING: &str = "weft_runs_waiting";
+pub const RUNS_RESUMED: &str = "weft_runs_resumed_total";
 
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -87,4 +89,9 @@ pub fn describe() {
         AUDIT_WRITE_ERRORS,
         "Audit events that could not be appended (each is also logged at error)."
     );
+    describe_gauge!(
+        RUNS_WAITING,
+        "Runs paused at human nodes, held by no worker."
+    );
+    describe_counter!(RUNS_RESUMED, "Human nodes answered (runs resumed).");
 }

@@ -4,7 +4,8 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 use weft_shared::model::{
-    ModelRun, NodeLog, RunAttempt, RunError, RunStatus, Usage, WorkflowDefinition,
+    Checkpoint, HumanResume, HumanWait, ModelRun, NodeLog, RunAttempt, RunError, RunStatus, Usage,
+    WorkflowDefinition,
 };
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -76,6 +77,15 @@ pub struct RunRecord {
     /// Each model call (in the run detail; empty in lists).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub model_runs: Vec<ModelRun>,
+    /// Human nodes waiting for an answer (`POST /v1/runs/{id}/resume`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<HumanWait>,
+    /// Every answer given to a human node: what, by whom, when.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resumes: Vec<HumanResume>,
+    /// What a worker needs to go on after a pause at human nodes (not shown).
+    #[serde(skip)]
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// An environment variable as stored: a secure one's value is ciphertext.
@@ -116,6 +126,9 @@ impl RunRecord {
             nodes: Vec::new(),
             usage: Usage::default(),
             model_runs: Vec::new(),
+            waiting: Vec::new(),
+            resumes: Vec::new(),
+            checkpoint: None,
         }
     }
 }

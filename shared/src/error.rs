@@ -55,6 +55,8 @@ pub enum ErrorCode {
     /// A run requested in a mode (`sync` or `async`) the workflow's
     /// deployed endpoint does not answer.
     ModeDisabled,
+    // Human nodes.
+    NotWaiting,
 }
 
 impl ErrorCode {
@@ -102,6 +104,7 @@ impl ErrorCode {
         ErrorCode::Unauthenticated,
         ErrorCode::RateLimited,
         ErrorCode::ModeDisabled,
+        ErrorCode::NotWaiting,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -148,6 +151,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::ModeDisabled => "mode_disabled",
+            ErrorCode::NotWaiting => "not_waiting",
         }
     }
 
@@ -170,6 +174,7 @@ impl ErrorCode {
             ErrorCode::WorkflowDeployed | ErrorCode::WorkflowInactive | ErrorCode::ModeDisabled => {
                 409
             }
+            ErrorCode::NotWaiting => 409,
             ErrorCode::InvalidArchive => 400,
             ErrorCode::NoWorkers | ErrorCode::ShuttingDown => 503,
             ErrorCode::SyncTimeout | ErrorCode::TimedOut => 504,

@@ -36,6 +36,10 @@ pub fn json_len(v: &Value) -> usize {
 pub const DEFAULT_WORKFLOW_TIMEOUT_MS: u64 = 180_000;
 /// The longest workflow or node timeout a definition may ask for (600 s).
 pub const MAX_TIMEOUT_MS: u64 = 600_000;
+/// The longest timeout of a workflow that has a `human` node, and of a
+/// `human` node itself (30 days): a person may answer much later. Such a run
+/// is held by no worker while it waits (see `docs/workflow-format.md`).
+pub const MAX_HUMAN_TIMEOUT_MS: u64 = 30 * 24 * 3_600_000;
 
 fn default_timeout_ms() -> u64 {
     DEFAULT_WORKFLOW_TIMEOUT_MS
@@ -63,7 +67,7 @@ pub struct WorkflowDefinition {
 #[serde(deny_unknown_fields)]
 pub struct Node {
     pub id: String,
-    /// `input`, `condition`, `script` or `output` (more kinds in later versions).
+    /// One of [`NODE_KINDS`].
     pub kind: String,
     /// Kind-specific settings; see [`NodeSpec`].
     #[serde(default)]
@@ -138,6 +142,7 @@ pub enum NodeSpec {
     Api(ApiConfig),
     AsyncApi(ApiConfig),
     Ai(AiConfig),
+    Human(HumanConfig),
 }
 
 impl NodeSpec {
@@ -150,6 +155,7 @@ impl NodeSpec {
             NodeSpec::Api(_) => "api",
             NodeSpec::AsyncApi(_) => "async_api",
             NodeSpec::Ai(_) => "ai",
+            NodeSpec::Human(_) => "human",
         }
     }
 
@@ -176,6 +182,7 @@ pub const NODE_KINDS: &[&str] = &[
     "api",
     "async_api",
     "ai",
+    "human",
 ];
 
 fn default_method() -> String {
@@ -231,6 +238,18 @@ pub struct AiConfig {
     /// Overrides the workflow's guardrails for this node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrails: Option<GuardrailsConfig>,
+}
+
+/// A step a person takes: the run pauses here — held by no worker — until
+/// someone resumes it (`POST /v1/runs/{id}/resume`) or its wait times out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HumanConfig {
+    /// What the person is asked; may hold `{{ }}` templates.
+    pub prompt: String,
+    /// A JSON Schema the resume value must match (any value when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
 }
 
 /// Token counts of model calls.
@@ -424,6 +443,12 @@ pub struct NodeLog {
     /// Guardrail findings (which scanner, what kind, where — never the text).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<Finding>,
+    /// For a resumed `human` node: who resumed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_by: Option<String>,
+    /// For a resumed `human` node: when (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at_ms: Option<u64>,
 }
 
 /// One placement of a run on a worker.
@@ -437,4 +462,51 @@ pub struct RunAttempt {
     /// How the attempt ended: a run status, or `worker_lost`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+}
+
+/// A node that had finished when its run paused: what its successors read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DoneNode {
+    pub node_id: String,
+    pub output: Value,
+    /// For a condition: the branch it took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+}
+
+/// A `human` node waiting for a person.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HumanWait {
+    pub node_id: String,
+    /// The node's prompt, its templates rendered (secure values scrubbed).
+    pub prompt: String,
+    /// When the wait began: the node became ready (Unix ms).
+    pub since_ms: u64,
+    /// When the wait ends unanswered (Unix ms): the earlier of `since_ms` +
+    /// the node's `timeout_ms` and the workflow deadline.
+    pub deadline_ms: u64,
+    /// Which of the two that is: `node` or `workflow`.
+    pub level: TimeoutLevel,
+}
+
+/// A person's answer to a `human` node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HumanResume {
+    pub node_id: String,
+    pub value: Value,
+    pub resumed_by: String,
+    pub resumed_at_ms: u64,
+}
+
+/// What a run paused at `human` nodes needs to go on, on any worker: the
+/// outputs of the nodes that finished, the nodes skipped, the nodes that wait
+/// and — added by the coordinator — the answers given since it paused.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub done: Vec<DoneNode>,
+    #[serde(default)]
+    pub skipped: Vec<String>,
+    pub waiting: Vec<HumanWait>,
+    #[serde(default)]
+    pub resumed: Vec<HumanResume>,
 }

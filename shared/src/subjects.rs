@@ -13,6 +13,7 @@
 //! | `<p>.runs.results` | worker → coordinators (request, queue group) | [`crate::wire::RunResult`] → [`crate::wire::ResultAck`] |
 //! | `<p>.worker.<id>.runs` | coordinator → one worker (request) | [`crate::wire::HeldRunsQuery`] → [`crate::wire::HeldRuns`] |
 //! | `<p>.runs.progress` | worker → coordinators (queue group) | [`crate::wire::RunProgress`] |
+//! | `<p>.runs.checkpoints` | worker → coordinators (request, queue group) | [`crate::wire::RunCheckpoint`] → [`crate::wire::ResultAck`] |
 
 /// Queue group coordinators share for run results, so each result is handled once.
 pub const RESULTS_QUEUE_GROUP: &str = "weft-coordinators";
@@ -70,6 +71,11 @@ impl Subjects {
 
     pub fn results(&self) -> String {
         format!("{}.runs.results", self.prefix)
+    }
+
+    /// Runs paused at `human` nodes, handed back by workers.
+    pub fn checkpoints(&self) -> String {
+        format!("{}.runs.checkpoints", self.prefix)
     }
 }
 

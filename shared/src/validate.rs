@@ -110,6 +110,30 @@ impl Plan {
     }
 }
 
+/// Checks a value against a JSON Schema (a human node's `schema`), listing
+/// every mismatch by field; values are not echoed back. A schema that does
+/// not compile is one error at `""`.
+pub fn check_against_schema(schema: &Value, value: &Value) -> Result<(), Vec<InputError>> {
+    let validator = jsonschema::validator_for(schema).map_err(|e| {
+        vec![InputError {
+            field: String::new(),
+            message: format!("the schema does not compile: {e}"),
+        }]
+    })?;
+    let errors: Vec<InputError> = validator
+        .iter_errors(value)
+        .map(|e| InputError {
+            field: e.instance_path().to_string(),
+            message: e.masked().to_string(),
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
 fn valid_id(id: &str) -> bool {
     let mut chars = id.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -118,8 +142,33 @@ fn valid_id(id: &str) -> bool {
 }
 
 fn check_timeout(errors: &mut Vec<ValidationError>, node: Option<&str>, what: &str, ms: u64) {
-    if ms == 0 || ms > MAX_TIMEOUT_MS {
-        let message = format!("{what} timeout {ms} ms is out of range (1 to {MAX_TIMEOUT_MS} ms)");
+    check_timeout_max(errors, node, what, ms, MAX_TIMEOUT_MS);
+}
+
+/// The longest timeout a workflow may ask for: 600 s, or 30 days when it has
+/// a `human` node (its runs wait without a worker).
+pub fn max_workflow_timeout_ms(def: &WorkflowDefinition) -> u64 {
+    if def.nodes.iter().any(|n| n.kind == "human") {
+        MAX_HUMAN_TIMEOUT_MS
+    } else {
+        MAX_TIMEOUT_MS
+    }
+}
+
+fn check_timeout_max(
+    errors: &mut Vec<ValidationError>,
+    node: Option<&str>,
+    what: &str,
+    ms: u64,
+    max: u64,
+) {
+    if ms == 0 || ms > max {
+        let mut message = format!("{what} timeout {ms} ms is out of range (1 to {max} ms)");
+        if max == MAX_TIMEOUT_MS && what != "model" {
+            message.push_str(&format!(
+                "; up to {MAX_HUMAN_TIMEOUT_MS} ms (30 days) for a workflow with a `human` node and for the `human` node itself"
+            ));
+        }
         errors.push(match node {
             Some(n) => ValidationError::at(n, "timeout_out_of_range", message),
             None => ValidationError::workflow("timeout_out_of_range", message),
@@ -359,7 +408,12 @@ type Checked = (NodeSpec, Vec<(String, Expr)>);
 /// Parses and checks one node; `None` when it cannot be used.
 fn check_node(node: &Node, errors: &mut Vec<ValidationError>) -> Option<Checked> {
     if let Some(t) = node.timeout_ms {
-        check_timeout(errors, Some(&node.id), "node", t);
+        let max = if node.kind == "human" {
+            MAX_HUMAN_TIMEOUT_MS
+        } else {
+            MAX_TIMEOUT_MS
+        };
+        check_timeout_max(errors, Some(&node.id), "node", t, max);
     }
     if let Some(r) = &node.retry {
         if r.max_attempts == 0 || r.max_attempts > 10 {
@@ -448,6 +502,32 @@ fn check_node(node: &Node, errors: &mut Vec<ValidationError>) -> Option<Checked>
             check_ai(&node.id, &cfg, errors);
             Some((NodeSpec::Ai(cfg), vec![]))
         }
+        "human" => {
+            let cfg: HumanConfig = parse_required(node, errors)?;
+            if cfg.prompt.trim().is_empty() {
+                errors.push(ValidationError::at(
+                    &node.id,
+                    "invalid_config",
+                    "prompt is empty",
+                ));
+            }
+            check_templates(
+                &node.id,
+                [("prompt", vec![cfg.prompt.clone()])],
+                false,
+                errors,
+            );
+            if let Some(schema) = &cfg.schema {
+                if let Err(e) = jsonschema::validator_for(schema) {
+                    errors.push(ValidationError::at(
+                        &node.id,
+                        "invalid_schema",
+                        format!("value schema: {e}"),
+                    ));
+                }
+            }
+            Some((NodeSpec::Human(cfg), vec![]))
+        }
         other => {
             errors.push(ValidationError::at(
                 &node.id,
@@ -471,7 +551,13 @@ pub fn validate(def: &WorkflowDefinition) -> Result<Plan, Vec<ValidationError>> 
             "the workflow needs a name",
         ));
     }
-    check_timeout(&mut errors, None, "workflow", def.timeout_ms);
+    check_timeout_max(
+        &mut errors,
+        None,
+        "workflow",
+        def.timeout_ms,
+        max_workflow_timeout_ms(def),
+    );
     if let Some(g) = &def.guardrails {
         check_guardrails(None, g, &mut errors);
     }
@@ -872,6 +958,59 @@ mod tests {
         let c = codes(&errs);
         assert!(c.contains(&("unknown_branch", Some("big"))), "{c:?}");
         assert!(c.contains(&("unexpected_branch", Some("in"))), "{c:?}");
+    }
+
+    #[test]
+    fn human_nodes_allow_long_waits_and_check_their_config() {
+        let human = |timeout: Value, node_timeout: Value, config: Value| {
+            def(json!({
+                "name": "h", "timeout_ms": timeout,
+                "nodes": [
+                    {"id": "in", "kind": "input"},
+                    {"id": "ask", "kind": "human", "timeout_ms": node_timeout, "config": config},
+                    {"id": "out", "kind": "output"}
+                ],
+                "edges": [{"from": "in", "to": "ask"}, {"from": "ask", "to": "out"}]
+            }))
+        };
+        let ok = json!({"prompt": "Approve {{input.amount}}?", "schema": {"type": "boolean"}});
+        let thirty_days = json!(MAX_HUMAN_TIMEOUT_MS);
+        assert!(validate(&human(thirty_days.clone(), thirty_days.clone(), ok.clone())).is_ok());
+        assert!(validate(&human(json!(1000), Value::Null, ok.clone())).is_ok());
+        let errs = validate(&human(
+            json!(MAX_HUMAN_TIMEOUT_MS + 1),
+            json!(MAX_HUMAN_TIMEOUT_MS + 1),
+            json!({"prompt": " ", "schema": {"type": "nope"}}),
+        ))
+        .unwrap_err();
+        let c = codes(&errs);
+        for want in [
+            ("timeout_out_of_range", None),
+            ("timeout_out_of_range", Some("ask")),
+            ("invalid_config", Some("ask")),
+            ("invalid_schema", Some("ask")),
+        ] {
+            assert!(c.contains(&want), "missing {want:?} in {c:?}");
+        }
+        let errs = validate(&human(
+            json!(1000),
+            Value::Null,
+            json!({"prompt": "{{callback.url}}"}),
+        ))
+        .unwrap_err();
+        assert_eq!(codes(&errs), vec![("invalid_template", Some("ask"))]);
+        // Without a human node the 600 s bound stands, for workflow and nodes.
+        let mut long = four_node();
+        long["timeout_ms"] = json!(MAX_TIMEOUT_MS + 1);
+        long["nodes"][1]["timeout_ms"] = json!(MAX_TIMEOUT_MS + 1);
+        let errs = validate(&def(long)).unwrap_err();
+        assert_eq!(
+            codes(&errs),
+            vec![
+                ("timeout_out_of_range", None),
+                ("timeout_out_of_range", Some("double"))
+            ]
+        );
     }
 
     #[test]

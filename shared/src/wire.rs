@@ -4,7 +4,7 @@
 //! the kind before it looks at the body, so a message from a newer protocol, or
 //! one sent to the wrong subject, is an error — never a panic or a misread.
 
-use crate::model::{ModelRun, NodeLog, RunError, RunStatus, Usage, WorkflowDefinition};
+use crate::model::{Checkpoint, ModelRun, NodeLog, RunError, RunStatus, Usage, WorkflowDefinition};
 use crate::secret::SecretString;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -144,6 +144,10 @@ pub struct Assign {
     /// Base URL of the coordinator's callback endpoint, for async API nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_base: Option<String>,
+    /// A run that paused at `human` nodes and was resumed: go on from here
+    /// (with the answers in `resumed`) rather than from the input node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// One environment variable's value as a run sees it.
@@ -237,6 +241,28 @@ impl Message for ResumeReply {
     const KIND: &'static str = "resume_reply";
 }
 
+/// A run paused at `human` nodes, nothing else left to do: the worker hands
+/// it back with what it needs to go on, and forgets it. Sent by request until
+/// the coordinator acknowledges it ([`ResultAck`]) once it is durable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunCheckpoint {
+    pub run_id: Uuid,
+    pub attempt: u32,
+    pub worker_id: String,
+    pub checkpoint: Checkpoint,
+    /// This attempt's node log, model calls and tokens, as in [`RunResult`].
+    pub nodes: Vec<NodeLog>,
+    #[serde(default)]
+    pub model_runs: Vec<ModelRun>,
+    #[serde(default)]
+    pub usage: Usage,
+    pub started_at_ms: u64,
+    pub ended_at_ms: u64,
+}
+impl Message for RunCheckpoint {
+    const KIND: &'static str = "run_checkpoint";
+}
+
 /// Which runs do you hold? (Sent by a coordinator when a worker joins it.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HeldRunsQuery {}
@@ -266,7 +292,7 @@ impl Message for ResultAck {
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
-    use crate::model::{NodeStatus, RunError};
+    use crate::model::{DoneNode, HumanResume, HumanWait, NodeStatus, RunError};
     use crate::time::TimeoutLevel;
     use proptest::prelude::*;
     use serde_json::json;
@@ -294,6 +320,31 @@ mod tests {
                 },
             )]),
             callback_base: None,
+            checkpoint: None,
+        }
+    }
+
+    fn sample_checkpoint() -> Checkpoint {
+        Checkpoint {
+            done: vec![DoneNode {
+                node_id: "in".into(),
+                output: json!({"amount": 12.5, "tags": ["a", null]}),
+                branch: Some("yes".into()),
+            }],
+            skipped: vec!["other".into()],
+            waiting: vec![HumanWait {
+                node_id: "ask".into(),
+                prompt: "Approve 12.5?".into(),
+                since_ms: 10,
+                deadline_ms: 20,
+                level: TimeoutLevel::Node,
+            }],
+            resumed: vec![HumanResume {
+                node_id: "ask".into(),
+                value: json!({"approved": true}),
+                resumed_by: "alice".into(),
+                resumed_at_ms: 15,
+            }],
         }
     }
 
@@ -318,6 +369,8 @@ mod tests {
                 attempts: 1,
                 error: Some(RunError::new(ErrorCode::TimedOut, "node")),
                 findings: vec![],
+                resumed_by: None,
+                resumed_at_ms: None,
             }],
             started_at_ms: 1,
             ended_at_ms: 2,
@@ -335,6 +388,46 @@ mod tests {
             labels: Default::default(),
         };
         assert_eq!(decode::<Heartbeat>(&encode(&h).unwrap()).unwrap(), h);
+    }
+
+    #[test]
+    fn checkpoints_round_trip_alone_and_in_an_assignment() {
+        let mut a = sample_assign();
+        a.checkpoint = Some(sample_checkpoint());
+        assert_eq!(decode::<Assign>(&encode(&a).unwrap()).unwrap(), a);
+        let cp = RunCheckpoint {
+            run_id: a.run_id,
+            attempt: 1,
+            worker_id: "w1".into(),
+            checkpoint: sample_checkpoint(),
+            nodes: vec![NodeLog {
+                node_id: "in".into(),
+                kind: "input".into(),
+                status: NodeStatus::Succeeded,
+                run_attempt: 1,
+                started_at_ms: 1,
+                ended_at_ms: 2,
+                attempts: 1,
+                error: None,
+                findings: vec![],
+                resumed_by: Some("bob".into()),
+                resumed_at_ms: Some(3),
+            }],
+            model_runs: vec![],
+            usage: Usage::default(),
+            started_at_ms: 1,
+            ended_at_ms: 2,
+        };
+        assert_eq!(decode::<RunCheckpoint>(&encode(&cp).unwrap()).unwrap(), cp);
+        // A checkpoint is not a result, and the other way round.
+        assert!(matches!(
+            decode::<RunResult>(&encode(&cp).unwrap()),
+            Err(WireError::Kind { .. })
+        ));
+        // An assignment without a checkpoint is the same bytes as before.
+        let plain = sample_assign();
+        let bytes = encode(&plain).unwrap();
+        assert!(!bytes.windows(10).any(|w| w == b"checkpoint"));
     }
 
     #[test]
@@ -364,6 +457,7 @@ mod tests {
             let _ = decode::<Assign>(&bytes);
             let _ = decode::<RunResult>(&bytes);
             let _ = decode::<Heartbeat>(&bytes);
+            let _ = decode::<RunCheckpoint>(&bytes);
         }
 
         #[test]

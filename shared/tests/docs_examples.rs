@@ -49,3 +49,40 @@ fn the_schema_refuses_what_the_parser_refuses() {
         );
     }
 }
+
+#[test]
+fn schema_and_validator_agree_on_the_bounds_of_human_waits() {
+    let schema = schema();
+    let def = |timeout: u64, kind: &str, node_timeout: u64| {
+        let config = if kind == "human" {
+            json!({"prompt": "ok?"})
+        } else {
+            json!({"code": "return 1"})
+        };
+        json!({"name": "x", "timeout_ms": timeout, "nodes": [
+            {"id": "in", "kind": "input"},
+            {"id": "step", "kind": kind, "timeout_ms": node_timeout, "config": config},
+            {"id": "out", "kind": "output"}],
+            "edges": [{"from": "in", "to": "step"}, {"from": "step", "to": "out"}]})
+    };
+    let thirty_days = 30 * 24 * 3_600_000;
+    for (doc, ok) in [
+        (def(600_000, "script", 600_000), true),
+        (def(600_001, "script", 1_000), false),
+        (def(600_000, "script", 600_001), false),
+        (def(thirty_days, "human", thirty_days), true),
+        (def(thirty_days + 1, "human", 1_000), false),
+        (def(1_000, "human", thirty_days + 1), false),
+        (
+            json!({"name": "x", "nodes": [{"id": "h", "kind": "human", "config": {"prompt": "p", "extra": 1}}]}),
+            false,
+        ),
+    ] {
+        assert_eq!(schema.is_valid(&doc), ok, "schema on {doc}");
+        assert_eq!(
+            weft_shared::validate::parse_and_validate(&doc).is_ok(),
+            ok,
+            "validator on {doc}"
+        );
+    }
+}

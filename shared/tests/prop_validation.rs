@@ -18,6 +18,7 @@ const KINDS: &[&str] = &[
     "api",
     "async_api",
     "ai",
+    "human",
 ];
 
 /// Codes about the workflow as a whole: never a node id.
@@ -52,7 +53,7 @@ fn node_id() -> BoxedStrategy<String> {
 fn kind() -> BoxedStrategy<String> {
     prop_oneof![
         8 => prop::sample::select(KINDS.to_vec()).prop_map(str::to_string),
-        1 => prop::sample::select(vec!["Input", "teleport", "", "script ", "human", "map"])
+        1 => prop::sample::select(vec!["Input", "teleport", "", "script ", "Human", "map"])
             .prop_map(str::to_string),
         1 => "\\PC{0,8}",
     ]
@@ -321,6 +322,22 @@ fn config_for(kind: &str) -> BoxedStrategy<Value> {
                 c
             })
             .boxed(),
+        "human" => (
+            template_text(),
+            prop::option::of(prop_oneof![
+                Just(json!({"type": "boolean"})),
+                Just(json!({"type": "nope"})),
+                any_json(),
+            ]),
+        )
+            .prop_map(|(prompt, schema)| {
+                let mut c = json!({"prompt": prompt});
+                if let Some(s) = schema {
+                    c["schema"] = s;
+                }
+                c
+            })
+            .boxed(),
         _ => any_json().boxed(),
     };
     prop_oneof![
@@ -383,6 +400,7 @@ fn well_formed() -> BoxedStrategy<Value> {
         1 => Just(("async_api", json!({"url": "https://example.com/cb?u={{callback.url}}"}))),
         1 => Just(("ai", json!({"base_url": "{{env.LLM_BASE_URL}}", "model": "m", "user": "hi {{input.name}}",
                                  "guardrails": {"input": [{"scanner": "pii_detection", "action": "redact"}]}}))),
+        1 => Just(("human", json!({"prompt": "Approve {{input.n}}?", "schema": {"type": "boolean"}}))),
     ];
     (
         prop::collection::vec(middle, 0..9),
@@ -753,8 +771,18 @@ fn edge_ids(def: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// 600 s at most; 30 days when a node is of kind `human`.
 fn workflow_timeout_out_of_range(def: &Value) -> bool {
-    matches!(def.get("timeout_ms").and_then(Value::as_u64), Some(t) if t == 0 || t > 600_000)
+    let has_human = def
+        .get("nodes")
+        .and_then(Value::as_array)
+        .is_some_and(|ns| ns.iter().any(|n| str_field(n, "kind") == Some("human")));
+    let max = if has_human {
+        30 * 24 * 3_600_000
+    } else {
+        600_000
+    };
+    matches!(def.get("timeout_ms").and_then(Value::as_u64), Some(t) if t == 0 || t > max)
 }
 
 /// Is the graph the JSON describes acyclic? An independent DFS over ids.

@@ -12,14 +12,14 @@ use uuid::Uuid;
 use weft_shared::error::ErrorCode;
 use weft_shared::guardrails::{Action, Finding};
 use weft_shared::model::{
-    Edge, Fault, ModelRun, Node, NodeLog, NodeStatus, RetryPolicy, RunError, RunStatus, Usage,
-    WorkflowDefinition,
+    Checkpoint, DoneNode, Edge, Fault, HumanResume, HumanWait, ModelRun, Node, NodeLog, NodeStatus,
+    RetryPolicy, RunError, RunStatus, Usage, WorkflowDefinition,
 };
 use weft_shared::secret::SecretString;
 use weft_shared::time::TimeoutLevel;
 use weft_shared::wire::{
     decode, encode, Assign, AssignReply, Cancel, Deregister, EnvValue, Heartbeat, Message,
-    ResultAck, Resume, ResumeReply, RunProgress, RunResult, WireError,
+    ResultAck, Resume, ResumeReply, RunCheckpoint, RunProgress, RunResult, WireError,
 };
 
 // ---------------------------------------------------------------- strategies
@@ -165,6 +165,7 @@ fn node_log() -> BoxedStrategy<NodeLog> {
         (big_u64(), big_u64(), big_u32()),
         prop::option::of(run_error()),
         prop::collection::vec(finding(), 0..3),
+        (prop::option::of(text()), prop::option::of(big_u64())),
     )
         .prop_map(
             |(
@@ -172,6 +173,7 @@ fn node_log() -> BoxedStrategy<NodeLog> {
                 (started_at_ms, ended_at_ms, attempts),
                 error,
                 findings,
+                (resumed_by, resumed_at_ms),
             )| {
                 NodeLog {
                     node_id,
@@ -183,6 +185,86 @@ fn node_log() -> BoxedStrategy<NodeLog> {
                     attempts,
                     error,
                     findings,
+                    resumed_by,
+                    resumed_at_ms,
+                }
+            },
+        )
+        .boxed()
+}
+
+fn timeout_level() -> BoxedStrategy<TimeoutLevel> {
+    prop::sample::select(vec![
+        TimeoutLevel::Workflow,
+        TimeoutLevel::Node,
+        TimeoutLevel::Model,
+    ])
+    .boxed()
+}
+
+/// What a run paused at human nodes carries: outputs of any JSON shape.
+fn checkpoint() -> BoxedStrategy<Checkpoint> {
+    let done =
+        (text(), json_value(), prop::option::of(text())).prop_map(|(node_id, output, branch)| {
+            DoneNode {
+                node_id,
+                output,
+                branch,
+            }
+        });
+    let wait = (text(), text(), big_u64(), big_u64(), timeout_level()).prop_map(
+        |(node_id, prompt, since_ms, deadline_ms, level)| HumanWait {
+            node_id,
+            prompt,
+            since_ms,
+            deadline_ms,
+            level,
+        },
+    );
+    let resumed = (text(), json_value(), text(), big_u64()).prop_map(
+        |(node_id, value, resumed_by, resumed_at_ms)| HumanResume {
+            node_id,
+            value,
+            resumed_by,
+            resumed_at_ms,
+        },
+    );
+    (
+        prop::collection::vec(done, 0..4),
+        prop::collection::vec(text(), 0..3),
+        prop::collection::vec(wait, 0..3),
+        prop::collection::vec(resumed, 0..3),
+    )
+        .prop_map(|(done, skipped, waiting, resumed)| Checkpoint {
+            done,
+            skipped,
+            waiting,
+            resumed,
+        })
+        .boxed()
+}
+
+fn run_checkpoint() -> BoxedStrategy<RunCheckpoint> {
+    (
+        (uuid(), big_u32(), text()),
+        checkpoint(),
+        prop::collection::vec(node_log(), 0..3),
+        prop::collection::vec(model_run(), 0..2),
+        usage(),
+        (big_u64(), big_u64()),
+    )
+        .prop_map(
+            |((run_id, attempt, worker_id), checkpoint, nodes, model_runs, usage, (s, e))| {
+                RunCheckpoint {
+                    run_id,
+                    attempt,
+                    worker_id,
+                    checkpoint,
+                    nodes,
+                    model_runs,
+                    usage,
+                    started_at_ms: s,
+                    ended_at_ms: e,
                 }
             },
         )
@@ -299,7 +381,7 @@ fn assign() -> BoxedStrategy<Assign> {
             }),
             0..4,
         ),
-        prop::option::of(text()),
+        (prop::option::of(text()), prop::option::of(checkpoint())),
     )
         .prop_map(
             |(
@@ -309,7 +391,7 @@ fn assign() -> BoxedStrategy<Assign> {
                 deadline_ms,
                 traceparent,
                 env,
-                callback_base,
+                (callback_base, checkpoint),
             )| {
                 Assign {
                     run_id,
@@ -322,6 +404,7 @@ fn assign() -> BoxedStrategy<Assign> {
                     traceparent,
                     env,
                     callback_base,
+                    checkpoint,
                 }
             },
         )
@@ -436,6 +519,7 @@ enum AnyMsg {
     Resume(Resume),
     ResumeReply(ResumeReply),
     ResultAck(ResultAck),
+    RunCheckpoint(RunCheckpoint),
 }
 
 fn any_msg() -> BoxedStrategy<AnyMsg> {
@@ -451,6 +535,7 @@ fn any_msg() -> BoxedStrategy<AnyMsg> {
         2 => resume().prop_map(AnyMsg::Resume),
         1 => text().prop_map(|outcome| AnyMsg::ResumeReply(ResumeReply { outcome })),
         1 => uuid().prop_map(|run_id| AnyMsg::ResultAck(ResultAck { run_id })),
+        2 => run_checkpoint().prop_map(AnyMsg::RunCheckpoint),
     ]
     .boxed()
 }
@@ -471,6 +556,7 @@ fn encode_any(m: &AnyMsg) -> Vec<u8> {
         AnyMsg::Resume(x) => enc(x),
         AnyMsg::ResumeReply(x) => enc(x),
         AnyMsg::ResultAck(x) => enc(x),
+        AnyMsg::RunCheckpoint(x) => enc(x),
     }
 }
 
@@ -533,6 +619,7 @@ fn decode_as_every_type(bytes: &[u8]) -> Result<usize, TestCaseError> {
         decode_as::<Resume>(bytes)?,
         decode_as::<ResumeReply>(bytes)?,
         decode_as::<ResultAck>(bytes)?,
+        decode_as::<RunCheckpoint>(bytes)?,
     ];
     let n = oks.iter().filter(|ok| **ok).count();
     // The envelope names one kind: nothing decodes as two types.
@@ -622,6 +709,7 @@ proptest! {
             AnyMsg::Resume(x) => round_trips(x)?,
             AnyMsg::ResumeReply(x) => round_trips(x)?,
             AnyMsg::ResultAck(x) => round_trips(x)?,
+            AnyMsg::RunCheckpoint(x) => round_trips(x)?,
         }
         // Intact, a message decodes as its own type only.
         prop_assert_eq!(decode_as_every_type(&encode_any(&m))?, 1);
@@ -649,7 +737,7 @@ proptest! {
     fn random_bodies_in_a_valid_envelope_never_panic(
         kind in prop::sample::select(vec![
             "assign", "assign_reply", "heartbeat", "deregister", "cancel", "run_result",
-            "run_progress", "resume", "resume_reply", "result_ack", "nope", "",
+            "run_progress", "resume", "resume_reply", "result_ack", "run_checkpoint", "nope", "",
         ]),
         body in prop::collection::vec(any::<u8>(), 0..256),
         version in prop_oneof![4 => Just(1u16), 1 => any::<u16>()],
@@ -673,7 +761,7 @@ proptest! {
         body in json_value(),
         kind in prop::sample::select(vec![
             "assign", "assign_reply", "heartbeat", "deregister", "cancel", "run_result",
-            "run_progress", "resume", "resume_reply", "result_ack",
+            "run_progress", "resume", "resume_reply", "result_ack", "run_checkpoint",
         ]),
     ) {
         #[derive(serde::Serialize)]

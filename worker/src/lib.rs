@@ -33,7 +33,7 @@ use weft_shared::time::now_ms;
 use weft_shared::validate::Plan;
 use weft_shared::wire::{
     self, Assign, AssignReply, Cancel, Deregister, Heartbeat, ResultAck, Resume, ResumeReply,
-    RunProgress, RunResult,
+    RunCheckpoint, RunProgress, RunResult,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +141,20 @@ pub async fn run_with(
             }
         });
     }
+    // Runs paused at human nodes go back the same way, until acknowledged.
+    let (checkpoints_tx, mut checkpoints_rx) =
+        tokio::sync::mpsc::unbounded_channel::<RunCheckpoint>();
+    {
+        let nats = nats.clone();
+        let subject = subjects.checkpoints();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while let Some(c) = checkpoints_rx.recv().await {
+                shared.unacked.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(deliver(nats.clone(), subject.clone(), c, shared.clone()));
+            }
+        });
+    }
     // Progress (waiting / running again) is published as it happens.
     let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<RunProgress>();
     {
@@ -159,6 +173,7 @@ pub async fn run_with(
         Arc::new(RunSink {
             results: results_tx,
             progress: progress_tx,
+            checkpoints: checkpoints_tx,
             on_end: Box::new(move |run_id| {
                 if let Ok(mut m) = shared.runs.lock() {
                     m.remove(&run_id);
@@ -500,7 +515,8 @@ fn accept(
     let worker_id = shared.worker_id.clone();
     let run_id = a.run_id;
     let attempt = a.attempt;
-    let addr = RunActor::start_in_arbiter(actors.next_arbiter(), move |_| {
+    let arbiter = actors.next_arbiter();
+    let start = move |_: &mut actix::Context<RunActor>| {
         RunActor::new(
             run_id,
             a.attempt,
@@ -512,12 +528,22 @@ fn accept(
             a.env,
             a.callback_base,
             a.traceparent,
+            a.checkpoint,
             env,
             sink,
         )
-    });
-    if let Ok(mut m) = shared.runs.lock() {
-        m.insert(run_id, (addr, attempt));
+    };
+    // Registered under the lock it is removed under (`on_end`): a run that
+    // ends — or pauses at a human node — at once must not stay registered,
+    // or its next assignment here would be taken for a repeat of this one.
+    match shared.runs.lock() {
+        Ok(mut m) => {
+            let addr = RunActor::start_in_arbiter(arbiter, start);
+            m.insert(run_id, (addr, attempt));
+        }
+        Err(_) => {
+            RunActor::start_in_arbiter(arbiter, start);
+        }
     }
     AssignReply {
         accepted: true,
@@ -525,10 +551,15 @@ fn accept(
     }
 }
 
-/// Sends a result until the coordinator acknowledges it (it acks once the
-/// result is durable). Backs off between tries; gives up only when the
+/// Sends a result (or a checkpoint) until the coordinator acknowledges it (it
+/// acks once it is durable). Backs off between tries; gives up only when the
 /// process ends.
-async fn deliver(nats: async_nats::Client, subject: String, r: RunResult, shared: Arc<Shared>) {
+async fn deliver<T: wire::Message>(
+    nats: async_nats::Client,
+    subject: String,
+    r: T,
+    shared: Arc<Shared>,
+) {
     use backon::BackoffBuilder;
     let Ok(bytes) = wire::encode(&r) else {
         shared.unacked.fetch_sub(1, Ordering::Relaxed);

@@ -92,7 +92,7 @@ impl Gen {
             ])
             .to_string()
         } else {
-            self.pick(&["teleport", "", "Input", "human"]).to_string()
+            self.pick(&["teleport", "", "Input", "Human"]).to_string()
         }
     }
 

@@ -22,7 +22,8 @@
 //! | `POST /v1/workflows/{id}/runs?mode=sync\|async` | run the deployed version (409 `mode_disabled` for a mode its endpoint does not answer) |
 //! | `GET /v1/runs`, `GET /v1/runs/{id}` | runs (filters: `workflow_id`, `status`, `trigger`, `from_ms`, `to_ms`; `sort=newest\|oldest`); the detail of a pushed run has its `delivery` |
 //! | `GET /v1/workflows/{id}/monitor` | totals, P50/P90/P99, failure rate (same filters) |
-//! | `POST /v1/runs/{id}/cancel` | cancel a run |
+//! | `POST /v1/runs/{id}/cancel` | cancel a run (a run paused at a human node too) |
+//! | `POST /v1/runs/{id}/resume` | answer a human node: `{"node_id"?, "value"}`; the run goes on, on any worker |
 //! | `POST/GET /v1/workflows/{id}/env`, `GET/PUT/DELETE …/env/{name}` | environment variables |
 //! | `POST /v1/callbacks/{run_id}/{node_id}?token=` | resume an async API node (no bearer: the one-time token) |
 //! | `GET /v1/me` | who the token belongs to |
@@ -40,6 +41,7 @@ mod endpoint;
 mod env;
 pub mod error;
 pub mod export;
+mod human;
 mod monitor;
 mod runs;
 mod system;
@@ -349,6 +351,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/runs", get(runs::list))
         .route("/v1/runs/{id}", get(runs::get))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))
+        .route("/v1/runs/{id}/resume", post(human::resume))
         .route("/v1/workers", get(system::workers))
         .route("/v1/me", get(users::me))
         .route("/v1/users", post(users::create_user).get(users::list_users))

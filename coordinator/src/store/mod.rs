@@ -683,6 +683,9 @@ fn run_from_row(r: &SqliteRow) -> Result<RunRecord, StoreError> {
         nodes: from_json(&r.try_get::<String, _>("nodes")?)?,
         usage: from_json(&r.try_get::<String, _>("usage")?)?,
         model_runs: Vec::new(),
+        waiting: from_json(&r.try_get::<String, _>("waiting")?)?,
+        resumes: from_json(&r.try_get::<String, _>("resumes")?)?,
+        checkpoint: opt_json(r.try_get("checkpoint")?)?,
     })
 }
 
@@ -725,6 +728,47 @@ mod tests {
         store.flush().await.unwrap();
         let got = store.get_run(r.id).await.unwrap().unwrap();
         assert_eq!(got, r);
+
+        // A run paused at a human node keeps its checkpoint and answers.
+        use weft_shared::model::{Checkpoint, DoneNode, HumanResume, HumanWait};
+        let mut paused = run("wf-human");
+        paused.status = RunStatus::Waiting;
+        paused.waiting = vec![HumanWait {
+            node_id: "ask".into(),
+            prompt: "ok?".into(),
+            since_ms: 1,
+            deadline_ms: 2,
+            level: weft_shared::time::TimeoutLevel::Node,
+        }];
+        paused.resumes = vec![HumanResume {
+            node_id: "earlier".into(),
+            value: json!({"approved": [true, null]}),
+            resumed_by: "alice".into(),
+            resumed_at_ms: 3,
+        }];
+        paused.checkpoint = Some(Checkpoint {
+            done: vec![DoneNode {
+                node_id: "in".into(),
+                output: json!({"a": 1}),
+                branch: None,
+            }],
+            skipped: vec!["other".into()],
+            waiting: paused.waiting.clone(),
+            resumed: vec![],
+        });
+        store.save_run(&paused).await.unwrap();
+        assert_eq!(store.get_run(paused.id).await.unwrap().unwrap(), paused);
+        assert!(store
+            .unfinished_runs()
+            .await
+            .unwrap()
+            .iter()
+            .any(|u| u.id == paused.id && u.checkpoint.is_some()));
+        paused.status = RunStatus::Cancelled;
+        paused.waiting.clear();
+        paused.checkpoint = None;
+        store.save_run(&paused).await.unwrap();
+        assert_eq!(store.get_run(paused.id).await.unwrap().unwrap(), paused);
 
         for _ in 0..5 {
             store.enqueue_run(&run(&wf.id), None);

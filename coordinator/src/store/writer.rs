@@ -82,12 +82,14 @@ async fn commit(pool: &SqlitePool, batch: &[Op]) -> Result<(), WriteError> {
     for r in latest_states(batch) {
         sqlx::query(
             "INSERT INTO runs (id, workflow_id, version, status, trigger, input, output, error,
-                               created_at_ms, started_at_ms, ended_at_ms, deadline_ms, attempts, nodes, usage)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                               created_at_ms, started_at_ms, ended_at_ms, deadline_ms, attempts, nodes, usage,
+                               waiting, resumes, checkpoint)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (id) DO UPDATE SET
                status = excluded.status, output = excluded.output, error = excluded.error,
                started_at_ms = excluded.started_at_ms, ended_at_ms = excluded.ended_at_ms,
-               attempts = excluded.attempts, nodes = excluded.nodes, usage = excluded.usage",
+               attempts = excluded.attempts, nodes = excluded.nodes, usage = excluded.usage,
+               waiting = excluded.waiting, resumes = excluded.resumes, checkpoint = excluded.checkpoint",
         )
         .bind(r.id.to_string())
         .bind(&r.workflow_id)
@@ -104,6 +106,13 @@ async fn commit(pool: &SqlitePool, batch: &[Op]) -> Result<(), WriteError> {
         .bind(serde_json::to_string(&r.attempts).unwrap_or_else(|_| "[]".into()))
         .bind(serde_json::to_string(&r.nodes).unwrap_or_else(|_| "[]".into()))
         .bind(serde_json::to_string(&r.usage).unwrap_or_else(|_| "{}".into()))
+        .bind(serde_json::to_string(&r.waiting).unwrap_or_else(|_| "[]".into()))
+        .bind(serde_json::to_string(&r.resumes).unwrap_or_else(|_| "[]".into()))
+        .bind(
+            r.checkpoint
+                .as_ref()
+                .and_then(|c| serde_json::to_string(c).ok()),
+        )
         .execute(&mut *tx)
         .await
         .map_err(fail)?;

@@ -7,6 +7,17 @@
 //! down the graph. The run succeeds when the output node does; it fails at the
 //! first failed node; it times out at the workflow deadline, whichever node
 //! is running.
+//!
+//! A `human` node starts no node actor: it waits. Once nothing else in the
+//! run can progress (no node is running), the run **pauses**: the actor sends
+//! a [`Checkpoint`] — the outputs of the nodes done, the nodes skipped, the
+//! nodes waiting — to the coordinator and stops, freeing its slot. Another
+//! branch still running is let finish first (it may fail the run, or reach
+//! another human node, which then waits in the same pause). A run assigned
+//! with a checkpoint starts from it: the answered human nodes succeed with
+//! `{"value", "resumed_by", "resumed_at_ms"}` and their successors start.
+//! While a human node waits on a worker (other branches running), its own
+//! deadline is enforced here; once paused, by the coordinator.
 
 use super::node::{NodeActor, NodeFinished, Stop};
 use crate::metrics as m;
@@ -19,10 +30,13 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 use weft_shared::error::ErrorCode;
-use weft_shared::model::{ModelRun, NodeLog, NodeStatus, RunError, RunStatus, Usage};
+use weft_shared::model::{
+    Checkpoint, DoneNode, HumanConfig, HumanResume, HumanWait, ModelRun, NodeLog, NodeSpec,
+    NodeStatus, RunError, RunStatus, Usage,
+};
 use weft_shared::time::{now_ms, TimeoutLevel};
 use weft_shared::validate::Plan;
-use weft_shared::wire::{EnvValue, RunProgress, RunResult};
+use weft_shared::wire::{EnvValue, RunCheckpoint, RunProgress, RunResult};
 
 /// Stop the run (cancelled by the coordinator).
 #[derive(Message)]
@@ -54,6 +68,8 @@ pub struct RunSink {
     pub results: mpsc::UnboundedSender<RunResult>,
     /// Status changes while running (`waiting`, back to `running`).
     pub progress: mpsc::UnboundedSender<RunProgress>,
+    /// Runs paused at human nodes, handed back to the coordinator.
+    pub checkpoints: mpsc::UnboundedSender<RunCheckpoint>,
     /// Called once when the run ends, whatever the way.
     pub on_end: Box<dyn Fn(Uuid) + Send + Sync>,
 }
@@ -61,6 +77,8 @@ pub struct RunSink {
 enum NodeState {
     Waiting,
     Running(Addr<NodeActor>, Arc<AtomicBool>),
+    /// A human node that is ready: it waits for a person.
+    Human(HumanWait),
     Done,
     Skipped,
 }
@@ -91,7 +109,11 @@ pub struct RunActor {
     /// Whether any incoming edge is active, per node.
     active_in: Vec<bool>,
     logs: Vec<NodeLog>,
+    /// Where to start from, for a run resumed after a pause.
+    continuation: Option<Checkpoint>,
     deadline: Deadline,
+    /// The workflow deadline (Unix ms), for human waits.
+    deadline_ms: u64,
     started_at_ms: u64,
     env: Arc<NodeEnv>,
     sink: Arc<RunSink>,
@@ -112,6 +134,7 @@ impl RunActor {
         variables: std::collections::BTreeMap<String, EnvValue>,
         callback_base: Option<String>,
         traceparent: Option<String>,
+        checkpoint: Option<Checkpoint>,
         env: Arc<NodeEnv>,
         sink: Arc<RunSink>,
     ) -> Self {
@@ -162,7 +185,9 @@ impl RunActor {
             unresolved,
             active_in: vec![false; n],
             logs: Vec::new(),
+            continuation: checkpoint,
             deadline: timeouts::workflow_deadline(deadline_ms),
+            deadline_ms,
             started_at_ms: now_ms(),
             env,
             sink,
@@ -200,6 +225,11 @@ impl RunActor {
     }
 
     fn start_node(&mut self, idx: usize, ctx: &mut Context<Self>) {
+        let plan = self.plan.clone();
+        if let NodeSpec::Human(cfg) = &plan.nodes[idx].spec {
+            self.start_human(idx, cfg, ctx);
+            return;
+        }
         let cancel = Arc::new(AtomicBool::new(false));
         let run = self.info(ctx);
         let node = &self.plan.nodes[idx];
@@ -244,6 +274,9 @@ impl RunActor {
                 if self.unresolved[t] == 0 && matches!(self.states[t], NodeState::Waiting) {
                     if self.active_in[t] {
                         self.start_node(t, ctx);
+                        if self.reported {
+                            return;
+                        }
                     } else {
                         self.states[t] = NodeState::Skipped;
                         let now = now_ms();
@@ -283,6 +316,8 @@ impl RunActor {
             attempts,
             error,
             findings: Vec::new(),
+            resumed_by: None,
+            resumed_at_ms: None,
         });
     }
 
@@ -313,6 +348,21 @@ impl RunActor {
                 self.log(i, node_status, self.started_at_ms, now, 0, err);
             }
         }
+        // Human nodes still waiting end with the run (one that timed out was
+        // logged already and is done): timed out with a workflow deadline,
+        // else cut short.
+        let workflow_timeout = status == RunStatus::TimedOut
+            && error.as_ref().and_then(|e| e.level) == Some(TimeoutLevel::Workflow);
+        for i in 0..self.states.len() {
+            if let NodeState::Human(w) = std::mem::replace(&mut self.states[i], NodeState::Done) {
+                let node_status = if workflow_timeout {
+                    NodeStatus::TimedOut
+                } else {
+                    NodeStatus::Cancelled
+                };
+                self.log(i, node_status, w.since_ms, now, 0, error.clone());
+            }
+        }
         self.report(status, output, error);
         ctx.stop();
     }
@@ -340,6 +390,232 @@ impl RunActor {
     }
 }
 
+impl RunActor {
+    /// A human node became ready: render its prompt and wait, under the
+    /// earlier of its own deadline (from now) and the workflow's.
+    fn start_human(&mut self, idx: usize, cfg: &HumanConfig, ctx: &mut Context<Self>) {
+        let node = &self.plan.nodes[idx];
+        let now = now_ms();
+        let prompt = match weft_shared::template::render(&cfg.prompt, &self.context()) {
+            Ok(p) => weft_shared::secret::scrub(&p, &self.secrets),
+            Err(e) => {
+                let err = RunError::new(
+                    ErrorCode::TemplateError,
+                    weft_shared::secret::scrub(&format!("prompt: {e}"), &self.secrets),
+                )
+                .at_node(&node.id);
+                self.states[idx] = NodeState::Done;
+                self.log(idx, NodeStatus::Failed, now, now, 1, Some(err.clone()));
+                self.finish(RunStatus::Failed, None, Some(err), ctx);
+                return;
+            }
+        };
+        let (deadline_ms, level) = match node.timeout_ms {
+            Some(t) if now.saturating_add(t) < self.deadline_ms => {
+                (now.saturating_add(t), TimeoutLevel::Node)
+            }
+            _ => (self.deadline_ms, TimeoutLevel::Workflow),
+        };
+        let wait = HumanWait {
+            node_id: node.id.clone(),
+            prompt,
+            since_ms: now,
+            deadline_ms,
+            level,
+        };
+        self.wait_for(idx, wait, ctx);
+    }
+
+    /// Marks a human node waiting and arms its deadline (while the worker
+    /// still holds the run).
+    fn wait_for(&mut self, idx: usize, wait: HumanWait, ctx: &mut Context<Self>) {
+        let after = std::time::Duration::from_millis(wait.deadline_ms.saturating_sub(now_ms()));
+        self.states[idx] = NodeState::Human(wait);
+        ctx.run_later(after, move |act, ctx| act.human_timed_out(idx, ctx));
+    }
+
+    fn human_timed_out(&mut self, idx: usize, ctx: &mut Context<Self>) {
+        if self.reported {
+            return;
+        }
+        let NodeState::Human(w) = std::mem::replace(&mut self.states[idx], NodeState::Done) else {
+            return;
+        };
+        timeouts::record_fired(&Deadline::new(
+            weft_shared::time::instant_from_unix_ms(w.deadline_ms),
+            w.level,
+        ));
+        let mut err = RunError::timed_out(w.level).at_node(&w.node_id);
+        err.message = format!(
+            "{} timeout fired while the node waited for a person",
+            w.level.as_str()
+        );
+        self.log(
+            idx,
+            NodeStatus::TimedOut,
+            w.since_ms,
+            now_ms(),
+            0,
+            Some(err.clone()),
+        );
+        self.finish(RunStatus::TimedOut, None, Some(err), ctx);
+    }
+
+    /// A person's answer: the human node succeeds and its successors start.
+    fn complete_human(&mut self, idx: usize, r: HumanResume, ctx: &mut Context<Self>) {
+        let NodeState::Human(w) = std::mem::replace(&mut self.states[idx], NodeState::Done) else {
+            return;
+        };
+        let output = json!({
+            "value": r.value,
+            "resumed_by": r.resumed_by,
+            "resumed_at_ms": r.resumed_at_ms,
+        });
+        self.log(
+            idx,
+            NodeStatus::Succeeded,
+            w.since_ms,
+            r.resumed_at_ms,
+            1,
+            None,
+        );
+        if let Some(l) = self.logs.last_mut() {
+            l.resumed_by = Some(r.resumed_by);
+            l.resumed_at_ms = Some(r.resumed_at_ms);
+        }
+        self.steps.insert(w.node_id, json!({"output": output}));
+        self.resolve(idx, None, true, ctx);
+    }
+
+    /// Rebuilds a paused run from its checkpoint and applies the answers.
+    fn restore(&mut self, cp: Checkpoint, ctx: &mut Context<Self>) -> Result<(), String> {
+        let plan = self.plan.clone();
+        let index = |id: &str| {
+            plan.index_of(id).ok_or_else(|| {
+                format!("the checkpoint names node `{id}`, which the workflow does not have")
+            })
+        };
+        let mut branch: Vec<Option<String>> = vec![None; plan.nodes.len()];
+        for d in cp.done {
+            let i = index(&d.node_id)?;
+            self.states[i] = NodeState::Done;
+            branch[i] = d.branch.clone();
+            self.steps.insert(d.node_id, json!({"output": d.output}));
+        }
+        for id in &cp.skipped {
+            self.states[index(id)?] = NodeState::Skipped;
+        }
+        // Edges out of finished nodes were resolved when they finished.
+        for e in &plan.edges {
+            match self.states[e.from] {
+                NodeState::Done => {
+                    self.unresolved[e.to] = self.unresolved[e.to].saturating_sub(1);
+                    self.active_in[e.to] |=
+                        e.branch.is_none() || e.branch.as_deref() == branch[e.from].as_deref();
+                }
+                NodeState::Skipped => {
+                    self.unresolved[e.to] = self.unresolved[e.to].saturating_sub(1);
+                }
+                _ => {}
+            }
+        }
+        for w in cp.waiting {
+            let i = index(&w.node_id)?;
+            if !matches!(plan.nodes[i].spec, NodeSpec::Human(_)) {
+                return Err(format!(
+                    "the checkpoint has `{}` waiting, which is not a human node",
+                    w.node_id
+                ));
+            }
+            self.wait_for(i, w, ctx);
+        }
+        for r in cp.resumed {
+            let i = index(&r.node_id)?;
+            self.complete_human(i, r, ctx);
+            if self.reported {
+                return Ok(());
+            }
+        }
+        let moving = self
+            .states
+            .iter()
+            .any(|s| matches!(s, NodeState::Running(..) | NodeState::Human(_)));
+        if !moving {
+            return Err("the checkpoint leaves nothing to run".into());
+        }
+        Ok(())
+    }
+
+    /// Pauses the run if human nodes wait and nothing else is running: hands
+    /// the checkpoint to the coordinator and stops, freeing the slot.
+    fn maybe_pause(&mut self, ctx: &mut Context<Self>) {
+        if self.reported {
+            return;
+        }
+        let mut waiting = Vec::new();
+        for s in &self.states {
+            match s {
+                NodeState::Running(..) => return,
+                NodeState::Human(w) => waiting.push(w.clone()),
+                _ => {}
+            }
+        }
+        if waiting.is_empty() {
+            return;
+        }
+        // What succeeded is in `steps`; a condition's output names its branch.
+        let mut done = Vec::new();
+        let mut skipped = Vec::new();
+        for (i, s) in self.states.iter().enumerate() {
+            let node = &self.plan.nodes[i];
+            match s {
+                NodeState::Skipped => skipped.push(node.id.clone()),
+                NodeState::Done => {
+                    if let Some(Value::Object(mut step)) = self.steps.remove(&node.id) {
+                        let output = step.remove("output").unwrap_or(Value::Null);
+                        let branch = match node.spec {
+                            NodeSpec::Condition(_) => output["branch"].as_str().map(str::to_string),
+                            _ => None,
+                        };
+                        done.push(DoneNode {
+                            node_id: node.id.clone(),
+                            output,
+                            branch,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        let checkpoint = Checkpoint {
+            done,
+            skipped,
+            waiting,
+            resumed: Vec::new(),
+        };
+        let _e = self.span.clone().entered();
+        tracing::debug!(
+            waiting = ?checkpoint.waiting.iter().map(|w| w.node_id.as_str()).collect::<Vec<_>>(),
+            "run paused at human nodes; handing it back"
+        );
+        self.reported = true;
+        metrics::counter!(m::RUNS_EXECUTED, "status" => RunStatus::Waiting.as_str()).increment(1);
+        let _ = self.sink.checkpoints.send(RunCheckpoint {
+            run_id: self.run_id,
+            attempt: self.attempt,
+            worker_id: self.worker_id.clone(),
+            checkpoint,
+            nodes: std::mem::take(&mut self.logs),
+            model_runs: std::mem::take(&mut self.model_runs),
+            usage: self.usage,
+            started_at_ms: self.started_at_ms,
+            ended_at_ms: now_ms(),
+        });
+        (self.sink.on_end)(self.run_id);
+        ctx.stop();
+    }
+}
+
 impl Actor for RunActor {
     type Context = Context<Self>;
 
@@ -361,7 +637,22 @@ impl Actor for RunActor {
         if self.deadline.passed() {
             return;
         }
-        self.start_node(self.plan.input, ctx);
+        match self.continuation.take() {
+            None => self.start_node(self.plan.input, ctx),
+            Some(cp) => {
+                if let Err(msg) = self.restore(cp, ctx) {
+                    tracing::error!(error = %msg, "cannot resume the run from its checkpoint");
+                    self.finish(
+                        RunStatus::Failed,
+                        None,
+                        Some(RunError::new(ErrorCode::Internal, msg)),
+                        ctx,
+                    );
+                    return;
+                }
+            }
+        }
+        self.maybe_pause(ctx);
     }
 }
 
@@ -422,6 +713,7 @@ impl Handler<NodeFinished> for RunActor {
                     return;
                 }
                 self.resolve(msg.idx, out.branch.as_deref(), true, ctx);
+                self.maybe_pause(ctx);
             }
             Err(_) => {
                 let run_status = match status {

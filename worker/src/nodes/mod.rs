@@ -177,5 +177,11 @@ pub async fn execute(a: &Attempt) -> Result<NodeOutput, NodeError> {
         NodeSpec::Api(c) => api::execute(a, c, false).await,
         NodeSpec::AsyncApi(c) => api::execute(a, c, true).await,
         NodeSpec::Ai(c) => ai::execute(a, c).await,
+        // The run actor handles a human node itself: it waits without a node
+        // actor, and the run pauses (see `actors::run`).
+        NodeSpec::Human(_) => Err(NodeError::new(
+            ErrorCode::Internal,
+            "a human node is not executed by a node actor",
+        )),
     }
 }

@@ -196,6 +196,18 @@ impl Cluster {
         id
     }
 
+    /// Stops every in-process worker: each drains, deregisters and exits.
+    pub async fn stop_workers(&mut self) {
+        for w in &mut self.workers {
+            if let Some(s) = w.stop.take() {
+                let _ = s.send(());
+            }
+        }
+        for w in self.workers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), w.join).await;
+        }
+    }
+
     /// Starts a `weft-worker` process with `id`.
     pub fn spawn_worker_process(&mut self, id: &str, extra_env: &[(&str, &str)]) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft-worker"));
