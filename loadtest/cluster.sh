@@ -107,6 +107,9 @@ PIDS=()  # in start order: NATS, coordinator, workers
 EXTRA_PIDS=()  # the mock model (bench ai): stopped before the cluster
 cleanup() {
   trap - INT TERM EXIT
+  # Output piped to a reader that Ctrl-C also stopped (`| tee`) must not
+  # kill the cleanup with SIGPIPE half-way: the processes would outlive it.
+  trap '' PIPE
   for pid in ${EXTRA_PIDS[@]+"${EXTRA_PIDS[@]}"}; do
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
