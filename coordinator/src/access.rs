@@ -121,6 +121,9 @@ pub enum Rejection {
 /// Resolves secrets, caches them, and meters API keys.
 pub struct Auth {
     cache: RwLock<HashMap<String, Arc<Principal>>>,
+    /// Bumped (under the cache's write lock) by every forget: a credential
+    /// read from the store before a revocation is not cached after it.
+    epoch: AtomicU64,
     /// API key requests a second (0: no limit) and burst.
     rate_per_s: f64,
     burst: f64,
@@ -138,6 +141,7 @@ impl Auth {
     pub fn new(rate_per_s: u32, burst: u32) -> Auth {
         Auth {
             cache: RwLock::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
             rate_per_s: rate_per_s as f64,
             burst: burst.max(1) as f64,
         }
@@ -154,6 +158,7 @@ impl Auth {
         let p = match cached {
             Some(p) => p,
             None => {
+                let epoch = self.epoch.load(Ordering::SeqCst);
                 let Some((credential, user)) = store.find_credential(&hash).await? else {
                     return Ok(Err(Rejection::Unknown));
                 };
@@ -167,13 +172,15 @@ impl Auth {
                         at: Instant::now(),
                     }),
                 });
-                if let Ok(mut m) = self.cache.write() {
-                    if m.len() >= CACHE_CAP {
-                        m.clear();
+                match self.cache.write() {
+                    // Checked under the lock `forget` bumps it under.
+                    Ok(mut m) if self.epoch.load(Ordering::SeqCst) == epoch => {
+                        if m.len() >= CACHE_CAP {
+                            m.clear();
+                        }
+                        m.entry(hash).or_insert(p).clone()
                     }
-                    m.entry(hash).or_insert(p).clone()
-                } else {
-                    p
+                    _ => p,
                 }
             }
         };
@@ -209,6 +216,7 @@ impl Auth {
     /// reloads it from the store.
     pub fn forget(&self, credential_id: &str) {
         if let Ok(mut m) = self.cache.write() {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
             m.retain(|_, p| p.credential.id != credential_id);
         }
     }
@@ -216,6 +224,7 @@ impl Auth {
     /// Forgets every credential of a workflow (it was deleted).
     pub fn forget_workflow(&self, workflow_id: &str) {
         if let Ok(mut m) = self.cache.write() {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
             m.retain(|_, p| p.credential.workflow_id.as_deref() != Some(workflow_id));
         }
     }

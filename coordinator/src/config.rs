@@ -29,6 +29,11 @@ pub struct CoordinatorConfig {
     /// The documented range starts at 60 s (60000, the default); only tests
     /// lower it, to exercise the timeouts quickly. It cannot be raised.
     pub endpoint_min_timeout_ms: u64,
+    /// Let push URLs point at loopback, private and link-local addresses
+    /// (off: the coordinator does not post into its own network, e.g. the
+    /// cloud metadata address). Only names given as IP literals or
+    /// `localhost` are checked, not what a DNS name resolves to.
+    pub push_allow_private_targets: bool,
     /// Async push: how long a failing delivery is retried, from its first
     /// attempt; then it is marked `failed`.
     pub push_retry_for_ms: u64,
@@ -100,6 +105,7 @@ impl Default for CoordinatorConfig {
             queue_capacity: 10_000,
             sync_timeout_ms: 300_000,
             endpoint_min_timeout_ms: crate::endpoint::TIMEOUT_MIN_MS,
+            push_allow_private_targets: false,
             push_retry_for_ms: 600_000,
             push_attempt_timeout_ms: 10_000,
             push_backoff_min_ms: 1_000,

@@ -89,6 +89,12 @@ pub enum Cmd {
         by: String,
         reply: oneshot::Sender<Result<RunRecord, ResumeRefusal>>,
     },
+    /// The answer of a `Resume` was written (or not).
+    Resumed {
+        record: Box<RunRecord>,
+        written: Result<(), WriteError>,
+        reply: oneshot::Sender<Result<RunRecord, ResumeRefusal>>,
+    },
     AssignDone {
         run_id: Uuid,
         attempt: u32,
@@ -254,6 +260,9 @@ enum Placement {
     /// Paused at human nodes: no worker holds it; its checkpoint is on the
     /// record and its wait's deadline in `Dispatcher::waits`.
     Parked,
+    /// Parked, with an answer being made durable: queued once it is (a
+    /// second answer is refused meanwhile; a failed write parks it again).
+    Resuming,
 }
 
 struct LiveRun {
@@ -434,6 +443,11 @@ impl Dispatcher {
                 by,
                 reply,
             } => self.resume(run_id, node_id, value, by, reply),
+            Cmd::Resumed {
+                record,
+                written,
+                reply,
+            } => self.resumed(*record, written, reply),
             Cmd::AssignDone {
                 run_id,
                 attempt,
@@ -562,8 +576,26 @@ impl Dispatcher {
             }
             // The coordinator restarted since it was placed: no one else has it.
             Placement::Orphaned(_) => true,
-            Placement::Pending | Placement::Parked => false,
+            Placement::Pending | Placement::Parked | Placement::Resuming => false,
         };
+        // The same checkpoint again (its first write failed, so the worker
+        // heard no ack): write the parked run again and ack once durable —
+        // acking at once could leave no checkpoint in the store.
+        let repeated = matches!(run.placement, Placement::Parked)
+            && run
+                .record
+                .attempts
+                .last()
+                .is_some_and(|a| a.attempt == cp.attempt && a.worker_id == cp.worker_id);
+        if repeated {
+            let (tx, rx) = oneshot::channel::<Result<(), WriteError>>();
+            self.store.enqueue_run(&run.record, Some(tx));
+            tokio::spawn(async move {
+                let ok = matches!(rx.await, Ok(Ok(())));
+                let _ = persisted.send(ok);
+            });
+            return;
+        }
         if !current {
             // An attempt other than the current one: the current one stands.
             tracing::debug!(run_id = %cp.run_id, worker_id = %cp.worker_id, "stale checkpoint ignored");
@@ -679,27 +711,62 @@ impl Dispatcher {
             resumed_by: by,
             resumed_at_ms: now,
         };
-        run.record.resumes.push(answer.clone());
-        run.record.waiting.retain(|w| w.node_id != node_id);
-        if let Some(cp) = run.record.checkpoint.as_mut() {
+        // The answer takes effect only once it is durable: a caller told it
+        // failed must not find the run going on with it.
+        let mut record = run.record.clone();
+        record.resumes.push(answer.clone());
+        record.waiting.retain(|w| w.node_id != node_id);
+        if let Some(cp) = record.checkpoint.as_mut() {
             cp.resumed.push(answer);
         }
-        run.record.status = RunStatus::Queued;
+        record.status = RunStatus::Queued;
+        run.placement = Placement::Resuming;
+        let (tx, rx) = oneshot::channel::<Result<(), WriteError>>();
+        self.store.enqueue_run(&record, Some(tx));
+        let back = self.tx.clone();
+        tokio::spawn(async move {
+            let written = match rx.await {
+                Ok(r) => r,
+                Err(_) => Err(WriteError::Closed),
+            };
+            let _ = back.send(Cmd::Resumed {
+                record: Box::new(record),
+                written,
+                reply,
+            });
+        });
+    }
+
+    /// The answer of [`Dispatcher::resume`] is durable (or could not be
+    /// made so): the run goes on (or stays parked).
+    fn resumed(
+        &mut self,
+        record: RunRecord,
+        written: Result<(), WriteError>,
+        reply: oneshot::Sender<Result<RunRecord, ResumeRefusal>>,
+    ) {
+        let run_id = record.id;
+        // Cancelled meanwhile: its end was written after the answer.
+        let Some(run) = self
+            .runs
+            .get_mut(&run_id)
+            .filter(|r| matches!(r.placement, Placement::Resuming))
+        else {
+            let _ = reply.send(Err(ResumeRefusal::UnknownRun));
+            return;
+        };
+        if let Err(e) = written {
+            run.placement = Placement::Parked;
+            let _ = reply.send(Err(ResumeRefusal::WriteFailed(e.to_string())));
+            return;
+        }
+        run.record = record;
         run.placement = Placement::Pending;
         self.pending.push_back(run_id);
         metrics::counter!(m::RUNS_RESUMED).increment(1);
-        tracing::info!(run_id = %run_id, node_id = %node_id, "run resumed");
-        let (tx, rx) = oneshot::channel::<Result<(), WriteError>>();
-        self.store.enqueue_run(&run.record, Some(tx));
-        let record = run.record.clone();
-        tokio::spawn(async move {
-            let answer = match rx.await {
-                Ok(Ok(())) => Ok(record),
-                Ok(Err(e)) => Err(ResumeRefusal::WriteFailed(e.to_string())),
-                Err(_) => Err(ResumeRefusal::WriteFailed("the run writer stopped".into())),
-            };
-            let _ = reply.send(answer);
-        });
+        tracing::info!(run_id = %run_id, "run resumed");
+        let _ = reply.send(Ok(run.record.clone()));
+        self.try_place();
     }
 
     /// Ends a parked run whose earliest wait is over (`timed_out`, at that
@@ -1094,7 +1161,7 @@ impl Dispatcher {
             }
             Placement::Pending => self.pending.retain(|id| *id != run_id),
             Placement::Orphaned(_) => {}
-            Placement::Parked => {
+            Placement::Parked | Placement::Resuming => {
                 // The waiting nodes end with the run, in its node log.
                 let now = now_ms();
                 let attempt = run.record.attempts.last().map_or(0, |a| a.attempt);
@@ -1257,7 +1324,7 @@ impl Dispatcher {
         metrics::gauge!(m::RUNS_WAITING).set(
             self.runs
                 .values()
-                .filter(|r| matches!(r.placement, Placement::Parked))
+                .filter(|r| matches!(r.placement, Placement::Parked | Placement::Resuming))
                 .count() as f64,
         );
         // Overdue runs.

@@ -211,7 +211,7 @@ pub fn check_settings(s: &EndpointSettings, min_ms: u64) -> Result<(), FieldErro
 }
 
 /// Checks a push callback URL: absolute `http` or `https` with a host.
-pub fn check_push_url(url: &str) -> Result<(), FieldError> {
+pub fn check_push_url(url: &str, allow_private: bool) -> Result<(), FieldError> {
     let bad = |why: &str| FieldError {
         field: "push.url",
         message: format!("push.url {why}"),
@@ -225,10 +225,45 @@ pub fn check_push_url(url: &str) -> Result<(), FieldError> {
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(bad("must be an http or https URL"));
     }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(bad("has no host"));
+    let host = match parsed.host_str() {
+        None | Some("") => return Err(bad("has no host")),
+        Some(h) => h.trim_start_matches('[').trim_end_matches(']'),
+    };
+    let internal = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => internal_v4(ip),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.to_ipv4_mapped().is_some_and(internal_v4)
+                || ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                // fc00::/7 (unique local) and fe80::/10 (link-local).
+                || (ip.segments()[0] & 0xfe00) == 0xfc00
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+        Err(_) => {
+            let d = host.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+    };
+    if internal && !allow_private {
+        return Err(bad(
+            "points at a loopback, private or link-local address; the coordinator will not post results inside its own network unless push_allow_private_targets is set",
+        ));
     }
     Ok(())
+}
+
+/// Loopback, private, link-local (cloud metadata), shared, unspecified,
+/// broadcast or multicast.
+fn internal_v4(ip: std::net::Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || (a == 100 && (64..128).contains(&b))
 }
 
 /// Checks a push access token: 1 to 4096 visible ASCII characters (it is
@@ -306,10 +341,27 @@ mod tests {
 
     #[test]
     fn urls_and_tokens() {
-        assert!(check_push_url("https://hooks.example/weft?x=1").is_ok());
-        assert!(check_push_url("http://127.0.0.1:9/cb").is_ok());
-        assert!(check_push_url("ftp://example/cb").is_err());
-        assert!(check_push_url("/relative").is_err());
+        assert!(check_push_url("https://hooks.example/weft?x=1", false).is_ok());
+        assert!(check_push_url("https://203.0.113.7/cb", false).is_ok());
+        for internal in [
+            "http://127.0.0.1:9/cb",
+            "http://localhost/cb",
+            "http://api.localhost./cb",
+            "http://10.1.2.3/cb",
+            "http://192.168.0.1/cb",
+            "http://169.254.169.254/latest/meta-data",
+            "http://100.64.0.1/cb",
+            "http://[::1]/cb",
+            "http://[fd00::1]/cb",
+            "http://[fe80::1]/cb",
+            "http://[::ffff:10.0.0.1]/cb",
+            "http://0.0.0.0/cb",
+        ] {
+            assert!(check_push_url(internal, false).is_err(), "{internal}");
+            assert!(check_push_url(internal, true).is_ok(), "{internal}");
+        }
+        assert!(check_push_url("ftp://example/cb", true).is_err());
+        assert!(check_push_url("/relative", true).is_err());
         assert!(check_token("abc.DEF-123_~").is_ok());
         let e = check_token("has space").unwrap_err();
         assert!(!e.message.contains("has space"));

@@ -119,7 +119,7 @@ async fn api_keys_run_only_their_workflow_and_revoked_keys_are_401() {
     );
     let b_run = c.submit(&b, json!({"n": 1})).await;
     let (s, _) = as_key.get(&format!("/v1/runs/{b_run}")).await;
-    assert_eq!(s, 403);
+    assert_eq!(s, 404, "another workflow's run is not revealed to a key");
     for path in ["/v1/workflows", &format!("/v1/workflows/{a}"), "/v1/audit"] {
         let (s, v) = as_key.get(path).await;
         assert_eq!(s, 403, "{path}: {v}");
@@ -183,11 +183,27 @@ async fn api_keys_run_only_their_workflow_and_revoked_keys_are_401() {
     assert_eq!(s, 202);
     c.post(&format!("/v1/workflows/{b}/undeploy"), &json!({}))
         .await;
-    let (s, _) = c
-        .as_token(ADMIN_TOKEN)
-        .delete(&format!("/v1/workflows/{b}"))
-        .await;
-    assert_eq!(s, 204);
+    // Deleted once its runs have ended (409 while any is live).
+    let start = std::time::Instant::now();
+    loop {
+        let (s, v) = c
+            .as_token(ADMIN_TOKEN)
+            .delete(&format!("/v1/workflows/{b}"))
+            .await;
+        if s == 204 {
+            break;
+        }
+        assert_eq!(
+            (s, v["error"]["code"].clone()),
+            (409, json!("conflict")),
+            "{v}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "runs never ended: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (s, _) = as_b
         .post(
             &format!("/v1/workflows/{b}/runs?mode=async"),

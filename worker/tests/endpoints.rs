@@ -927,3 +927,66 @@ async fn the_token_and_secret_are_not_logged_nor_stored_in_clear_and_survive_a_k
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_targets_stay_outside_the_network_and_the_token_does_not_follow_a_new_origin() {
+    let c = Cluster::start_with(0, |cfg| cfg.push_allow_private_targets = false).await;
+    let (s, wf) = c.post("/v1/workflows", &four_node()).await;
+    assert_eq!(s, 201);
+    let path = format!("/v1/workflows/{}/endpoint", wf["id"].as_str().unwrap());
+    let admin = c.as_token(ADMIN_TOKEN);
+    for internal in [
+        "http://127.0.0.1:9/cb",
+        "http://169.254.169.254/latest/meta-data",
+        "http://localhost/cb",
+        "http://[::1]/cb",
+    ] {
+        let (s, v) = admin
+            .put(
+                &path,
+                &json!({"push": {"url": internal, "access_token": "t0ken"}}),
+            )
+            .await;
+        assert_eq!(s, 400, "{internal}: {v}");
+        assert_eq!(v["error"]["details"]["field"], "push.url");
+    }
+    let (s, v) = admin
+        .put(
+            &path,
+            &json!({"push": {"url": "https://hooks.example.com/a", "access_token": "t0ken"}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["signing_secret"].as_str().is_some());
+    // Same origin, no token: the stored one stays.
+    let (s, v) = admin
+        .put(
+            &path,
+            &json!({"push": {"url": "https://hooks.example.com/b"}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v.get("signing_secret").is_none(), "shown once: {v}");
+    // Another origin, no token: refused (the stored token must not follow).
+    let (s, v) = admin
+        .put(
+            &path,
+            &json!({"push": {"url": "https://attacker.example.net/x"}}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["details"]["field"], "push.access_token");
+    // Viewers do not see the push target.
+    let (viewer_id, viewer) = c.create_user("viewer").await;
+    let wf_id = wf["id"].as_str().unwrap();
+    let (s, _) = admin
+        .put(
+            &format!("/v1/workflows/{wf_id}/shares/{viewer_id}"),
+            &json!({"role": "viewer"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = viewer.get(&path).await;
+    assert_eq!(s, 403);
+    c.shutdown().await;
+}

@@ -123,7 +123,8 @@ pub async fn get(
     who: AuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    st.role(&who, &id, Role::Viewer).await?;
+    // Editors: push URLs often carry a secret in their path or query.
+    st.role(&who, &id, Role::Editor).await?;
     Ok(Json(view(&st, &id).await?))
 }
 
@@ -156,19 +157,28 @@ pub async fn put(
     let (push_url, push_token) = match body.push {
         None => (None, None),
         Some(p) => {
-            check_push_url(&p.url).map_err(invalid)?;
+            check_push_url(&p.url, st.config.push_allow_private_targets).map_err(invalid)?;
+            // The stored token may only keep going where it went before: an
+            // editor who never saw it must not redirect it to another host.
+            let same_origin = current.settings.push_url.as_deref().is_some_and(|old| {
+                match (reqwest::Url::parse(old), reqwest::Url::parse(&p.url)) {
+                    (Ok(a), Ok(b)) => a.origin() == b.origin(),
+                    _ => false,
+                }
+            });
             let token = match p.access_token {
                 Some(t) => {
                     check_token(&t).map_err(invalid)?;
                     Some(seal(&st, &t)?)
                 }
-                // Left out: the stored one stays.
-                None => current.push_token.clone(),
+                // Left out: the stored one stays, for the same origin.
+                None if same_origin => current.push_token.clone(),
+                None => None,
             };
             let Some(token) = token else {
                 return Err(invalid(FieldError {
                     field: "push.access_token",
-                    message: "push.access_token is required when push is first configured".into(),
+                    message: "push.access_token is required when push is first configured or its URL moves to another origin".into(),
                     details: json!({"field": "push.access_token"}),
                 }));
             };
@@ -184,13 +194,13 @@ pub async fn put(
         },
         push_token,
     };
-    if !st
+    let secret_stored = st
         .store
         .set_endpoint(&id, &endpoint, sealed_secret.as_deref())
         .await?
-    {
-        return Err(ApiError::not_found("workflow"));
-    }
+        .ok_or_else(|| ApiError::not_found("workflow"))?;
+    // Another request configured push first: its secret stands, not ours.
+    let new_secret = new_secret.filter(|_| secret_stored);
     tracing::info!(workflow_id = %id, mode = endpoint.settings.mode.as_str(), push = endpoint.push(), "endpoint configured; takes effect on deploy");
     st.audit(
         &who.principal,

@@ -377,10 +377,12 @@ pub async fn get(
         .get_run(id)
         .await?
         .ok_or_else(|| ApiError::not_found("run"))?;
+    // Another workflow's key is told 404, as a stranger is: a 403 would
+    // tell it which run ids exist.
     st.may_run(&caller, &run.workflow_id)
         .await
         .map_err(|e| match e.code {
-            ErrorCode::NotFound => ApiError::not_found("run"),
+            ErrorCode::NotFound | ErrorCode::Forbidden => ApiError::not_found("run"),
             _ => e,
         })?;
     // Only async runs are pushed.

@@ -159,6 +159,18 @@ pub async fn delete(
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     st.role(&who, &id, Role::Editor).await?;
+    // Runs still in flight or paused would be orphaned (their version gone):
+    // they must end first. Undeployed, it accepts no new ones meanwhile.
+    let live = st.dispatch.stats.live_runs_of(&id);
+    if live > 0 {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "workflow has {live} run(s) in flight or paused; let them end or cancel them first"
+            ),
+        )
+        .details(json!({"workflow_id": id, "live_runs": live})));
+    }
     match st.store.delete_workflow(&id).await? {
         DeleteOutcome::Deleted => {}
         DeleteOutcome::NotFound => return Err(ApiError::not_found("workflow")),

@@ -135,27 +135,43 @@ impl Store {
             .transpose()
     }
 
-    /// Replaces the draft's endpoint; with `new_secret` (sealed), also the
-    /// workflow's signing secret. `false` if there is no such workflow.
+    /// Replaces the draft's endpoint; with `new_secret` (sealed), also sets
+    /// the workflow's signing secret if it has none yet. `None` if there is
+    /// no such workflow, else whether `new_secret` was stored (of two
+    /// concurrent first configurations, only one secret is kept and shown).
     pub async fn set_endpoint(
         &self,
         id: &str,
         e: &Endpoint,
         new_secret: Option<&str>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<bool>, StoreError> {
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
-            "UPDATE workflows SET endpoint = ?, push_token = ?,
-                 push_signing_secret = COALESCE(?, push_signing_secret), updated_at_ms = ?
-             WHERE id = ?",
+            "UPDATE workflows SET endpoint = ?, push_token = ?, updated_at_ms = ? WHERE id = ?",
         )
         .bind(to_json(&e.settings))
         .bind(&e.push_token)
-        .bind(new_secret)
         .bind(now_ms() as i64)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let mut stored = false;
+        if let Some(secret) = new_secret {
+            stored = sqlx::query(
+                "UPDATE workflows SET push_signing_secret = ? WHERE id = ? AND push_signing_secret IS NULL",
+            )
+            .bind(secret)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+        }
+        tx.commit().await?;
+        Ok(Some(stored))
     }
 
     /// Replaces the workflow's signing secret (sealed), only if it has one.

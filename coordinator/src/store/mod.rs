@@ -307,19 +307,28 @@ impl Store {
 
     /// Records a new asynchronous run and, when its result is to be pushed,
     /// its delivery, and waits until both are durable. The delivery is
-    /// queued first, so it commits in the same batch as the run or before.
+    /// queued first, so it commits in the same batch as the run or before;
+    /// if its batch fails, the caller hears it (no run goes unpushed
+    /// silently).
     pub async fn save_run_with_delivery(
         &self,
         run: &RunRecord,
         delivery: Option<NewDelivery>,
     ) -> Result<(), StoreError> {
+        let mut delivered = None;
         if let Some(d) = delivery {
+            let (tx, rx) = oneshot::channel();
             self.writer
-                .send(writer::Op::Delivery(Box::new(d)))
+                .send(writer::Op::Delivery(Box::new(d), Some(tx)))
                 .await
                 .map_err(|_| WriteError::Closed)?;
+            delivered = Some(rx);
         }
-        self.save_run(run).await
+        let saved = self.save_run(run).await;
+        if let Some(rx) = delivered {
+            rx.await.map_err(|_| WriteError::Closed)??;
+        }
+        saved
     }
 
     /// Records a run's current state without waiting; `done` (if any) hears

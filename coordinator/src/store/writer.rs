@@ -22,8 +22,11 @@ pub(super) enum Op {
         Box<RunRecord>,
         Option<oneshot::Sender<Result<(), WriteError>>>,
     ),
-    /// A push delivery, written with the run it belongs to.
-    Delivery(Box<super::NewDelivery>),
+    /// A push delivery, written with the run it belongs to (or before it).
+    Delivery(
+        Box<super::NewDelivery>,
+        Option<oneshot::Sender<Result<(), WriteError>>>,
+    ),
     Flush(oneshot::Sender<()>),
 }
 
@@ -38,13 +41,13 @@ pub(super) fn spawn(pool: SqlitePool) -> mpsc::Sender<Op> {
             }
             for op in batch.drain(..) {
                 match op {
-                    Op::Upsert(_, Some(done)) => {
+                    Op::Upsert(_, Some(done)) | Op::Delivery(_, Some(done)) => {
                         let _ = done.send(result.clone());
                     }
                     Op::Flush(done) => {
                         let _ = done.send(());
                     }
-                    Op::Upsert(_, None) | Op::Delivery(_) => {}
+                    Op::Upsert(_, None) | Op::Delivery(_, None) => {}
                 }
             }
         }
@@ -62,7 +65,7 @@ fn latest_states(batch: &[Op]) -> Vec<&RunRecord> {
         .iter()
         .filter_map(|op| match op {
             Op::Upsert(r, _) => Some(&**r),
-            Op::Delivery(_) | Op::Flush(_) => None,
+            Op::Delivery(..) | Op::Flush(_) => None,
         })
         .collect();
     for (i, r) in records.iter().enumerate() {
@@ -140,7 +143,7 @@ async fn commit(pool: &SqlitePool, batch: &[Op]) -> Result<(), WriteError> {
         }
     }
     for op in batch {
-        if let Op::Delivery(d) = op {
+        if let Op::Delivery(d, _) = op {
             super::endpoints::insert_delivery(&mut *tx, d)
                 .await
                 .map_err(fail)?;

@@ -84,6 +84,8 @@ impl Cluster {
             shutdown_grace_ms: 5_000,
             encryption_key: TEST_KEY.into(),
             admin_token: ADMIN_TOKEN.into(),
+            // Test receivers listen on loopback.
+            push_allow_private_targets: true,
             ..Default::default()
         };
         tweak(&mut cfg);
