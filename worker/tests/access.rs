@@ -402,6 +402,24 @@ async fn roles_decide_what_each_user_sees_and_does_and_the_audit_log_names_them(
             &json!({}),
         )
         .await;
+    // The editor exports and imports the export back as the new draft.
+    let zip = carol
+        .http
+        .get(c.url(&format!("/v1/workflows/{w}/export?version=draft")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zip.status(), 200);
+    let zip = zip.bytes().await.unwrap();
+    let r = carol
+        .http
+        .post(c.url(&format!("/v1/workflows/{w}/import?on_conflict=keep")))
+        .header("content-type", "application/zip")
+        .body(zip)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     carol
         .post(&format!("/v1/workflows/{w}/undeploy"), &json!({}))
         .await;
@@ -421,6 +439,8 @@ async fn roles_decide_what_each_user_sees_and_does_and_the_audit_log_names_them(
         ("env.created", "carol"),
         ("key.created", "carol"),
         ("key.revoked", "carol"),
+        ("workflow.exported", "carol"),
+        ("workflow.imported", "carol"),
         ("workflow.undeployed", "carol"),
         ("share.revoked", "alice"),
     ] {
