@@ -7,12 +7,13 @@ use weft_shared::model::{
     ModelRun, NodeLog, RunAttempt, RunError, RunStatus, Usage, WorkflowDefinition,
 };
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Workflow {
     pub id: String,
     pub name: String,
     pub description: String,
     /// The draft: what the next deploy publishes.
+    #[schema(value_type = crate::api::openapi::WorkflowDefinitionSchema)]
     pub definition: WorkflowDefinition,
     /// The newest version ever published; none until first deployed. It
     /// stays set after an undeploy (see `deployed_version`).
@@ -28,26 +29,28 @@ pub struct Workflow {
 }
 
 /// A draft saved before an import replaced it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DraftBackup {
     pub id: String,
     pub workflow_id: String,
     /// Why it was saved (`import`).
     pub reason: String,
+    #[schema(value_type = crate::api::openapi::WorkflowDefinitionSchema)]
     pub definition: WorkflowDefinition,
     pub created_at_ms: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct WorkflowVersion {
     pub workflow_id: String,
     pub version: u32,
+    #[schema(value_type = crate::api::openapi::WorkflowDefinitionSchema)]
     pub definition: WorkflowDefinition,
     pub created_at_ms: u64,
 }
 
 /// A run as stored and as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RunRecord {
     pub id: Uuid,
     pub workflow_id: String,
@@ -55,7 +58,9 @@ pub struct RunRecord {
     pub status: RunStatus,
     /// `sync` or `async`.
     pub trigger: String,
+    /// The run's input, as given.
     pub input: Value,
+    /// What the output node produced; null until the run succeeds.
     pub output: Option<Value>,
     pub error: Option<RunError>,
     pub created_at_ms: u64,

@@ -65,8 +65,9 @@ pub struct Node {
     pub id: String,
     /// `input`, `condition`, `script` or `output` (more kinds in later versions).
     pub kind: String,
-    /// Kind-specific settings; see [`NodeSpec`].
-    #[serde(default)]
+    /// Kind-specific settings; see [`NodeSpec`]. Absent (null) is left out
+    /// when written, as the JSON Schema has no null config.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub config: Value,
     /// Node timeout in milliseconds, bounded by the workflow's deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,6 +236,7 @@ pub struct AiConfig {
 
 /// Token counts of model calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -251,6 +253,7 @@ impl Usage {
 
 /// One call to a model, as recorded for the monitor's model runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelRun {
     pub request_id: String,
     pub node_id: String,
@@ -315,6 +318,7 @@ pub struct OutputConfig {
 /// Where a run stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RunStatus {
     Queued,
     Running,
@@ -361,6 +365,7 @@ impl RunStatus {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum NodeStatus {
     Running,
     Succeeded,
@@ -372,6 +377,7 @@ pub enum NodeStatus {
 
 /// Why a run or node failed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunError {
     pub code: ErrorCode,
     pub message: String,
@@ -409,6 +415,7 @@ impl RunError {
 
 /// One node's line in a run's log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeLog {
     pub node_id: String,
     pub kind: String,
@@ -428,6 +435,7 @@ pub struct NodeLog {
 
 /// One placement of a run on a worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunAttempt {
     pub attempt: u32,
     pub worker_id: String,

@@ -24,12 +24,16 @@
 //! | `POST /v1/callbacks/{run_id}/{node_id}?token=` | resume an async API node |
 //! | `GET /v1/workers` | workers the coordinator knows |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, readiness, Prometheus |
+//! | `GET /openapi.json` | this API as an OpenAPI 3.1 document ([`openapi`]) |
+//!
+//! Routes are declared once, in `route_table!` below.
 
 mod callbacks;
 mod env;
 pub mod error;
 pub mod export;
 mod monitor;
+pub mod openapi;
 mod runs;
 mod system;
 mod templates;
@@ -42,7 +46,6 @@ use crate::CoordinatorConfig;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
 use error::ApiError;
 use std::collections::{BTreeMap, HashMap};
@@ -275,53 +278,80 @@ pub fn resolve_env(
     Ok(out)
 }
 
+/// The route table: each path with its methods and handlers. The router,
+/// [`ROUTES`] and the OpenAPI document's operations ([`Operations`]) are all
+/// built from it, so a route cannot be served undocumented: each handler needs
+/// a `#[utoipa::path]` (`__path_<handler>`) or this does not compile, and the
+/// suite checks that the document has exactly [`ROUTES`]. Routes are added
+/// here and nowhere else (a test checks that too).
+macro_rules! route_table {
+    ($($path:literal => { $($method:ident: $($handler:ident)::+),+ $(,)? })+) => {
+        /// `(method, path)` of every route the router serves.
+        pub const ROUTES: &[(&str, &str)] = &[$($((stringify!($method), $path)),+),+];
+
+        fn routes(r: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
+            r$(.route($path, axum::routing::MethodRouter::new()$(.$method($($handler)::+))+))+
+        }
+
+        /// The documented operations, one per route (see [`openapi`]).
+        #[derive(utoipa::OpenApi)]
+        #[openapi(paths($($($($handler)::+),+),+))]
+        pub(crate) struct Operations;
+    };
+}
+
+route_table! {
+    "/v1/workflows" => { post: workflows::create, get: workflows::list }
+    "/v1/workflows/validate" => { post: workflows::validate }
+    "/v1/workflows/{id}" => { get: workflows::get, put: workflows::update, delete: workflows::delete }
+    "/v1/workflows/{id}/deploy" => { post: workflows::deploy }
+    "/v1/workflows/{id}/undeploy" => { post: workflows::undeploy }
+    "/v1/workflows/{id}/activate" => { post: workflows::activate }
+    "/v1/workflows/{id}/deactivate" => { post: workflows::deactivate }
+    "/v1/workflows/{id}/versions" => { get: workflows::versions }
+    "/v1/workflows/{id}/export" => { get: export::export }
+    "/v1/workflows/import" => { post: export::import_new }
+    "/v1/workflows/{id}/import" => { post: export::import_into }
+    "/v1/workflows/{id}/backups" => { get: export::backups }
+    "/v1/workflows/from-template/{template_id}" => { post: templates::create_from }
+    "/v1/templates" => { get: templates::list }
+    "/v1/templates/{id}" => { get: templates::get }
+    "/v1/workflows/{id}/monitor" => { get: monitor::monitor }
+    "/v1/workflows/{id}/runs" => { post: runs::start }
+    "/v1/workflows/{id}/env" => { post: env::create, get: env::list }
+    "/v1/workflows/{id}/env/{name}" => { get: env::get, put: env::update, delete: env::delete }
+    "/v1/callbacks/{run_id}/{node_id}" => { post: callbacks::callback }
+    "/v1/runs" => { get: runs::list }
+    "/v1/runs/{id}" => { get: runs::get }
+    "/v1/runs/{id}/cancel" => { post: runs::cancel }
+    "/v1/workers" => { get: system::workers }
+    "/healthz" => { get: system::healthz }
+    "/readyz" => { get: system::readyz }
+    "/metrics" => { get: system::metrics }
+    "/openapi.json" => { get: openapi::serve }
+}
+
+/// A page of a list, newest first: `next_cursor` is the `cursor` that gets the
+/// next page, null on the last one.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// The whole list in one page.
+    pub fn all(items: Vec<T>) -> Self {
+        Page {
+            items,
+            next_cursor: None,
+        }
+    }
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.config.max_body_bytes;
-    Router::new()
-        .route(
-            "/v1/workflows",
-            post(workflows::create).get(workflows::list),
-        )
-        .route("/v1/workflows/validate", post(workflows::validate))
-        .route(
-            "/v1/workflows/{id}",
-            get(workflows::get)
-                .put(workflows::update)
-                .delete(workflows::delete),
-        )
-        .route("/v1/workflows/{id}/deploy", post(workflows::deploy))
-        .route("/v1/workflows/{id}/undeploy", post(workflows::undeploy))
-        .route("/v1/workflows/{id}/activate", post(workflows::activate))
-        .route("/v1/workflows/{id}/deactivate", post(workflows::deactivate))
-        .route("/v1/workflows/{id}/versions", get(workflows::versions))
-        .route("/v1/workflows/{id}/export", get(export::export))
-        .route("/v1/workflows/import", post(export::import_new))
-        .route("/v1/workflows/{id}/import", post(export::import_into))
-        .route("/v1/workflows/{id}/backups", get(export::backups))
-        .route(
-            "/v1/workflows/from-template/{template_id}",
-            post(templates::create_from),
-        )
-        .route("/v1/templates", get(templates::list))
-        .route("/v1/templates/{id}", get(templates::get))
-        .route("/v1/workflows/{id}/monitor", get(monitor::monitor))
-        .route("/v1/workflows/{id}/runs", post(runs::start))
-        .route("/v1/workflows/{id}/env", post(env::create).get(env::list))
-        .route(
-            "/v1/workflows/{id}/env/{name}",
-            get(env::get).put(env::update).delete(env::delete),
-        )
-        .route(
-            "/v1/callbacks/{run_id}/{node_id}",
-            post(callbacks::callback),
-        )
-        .route("/v1/runs", get(runs::list))
-        .route("/v1/runs/{id}", get(runs::get))
-        .route("/v1/runs/{id}/cancel", post(runs::cancel))
-        .route("/v1/workers", get(system::workers))
-        .route("/healthz", get(system::healthz))
-        .route("/readyz", get(system::readyz))
-        .route("/metrics", get(system::metrics))
+    routes(Router::new())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -3,9 +3,11 @@
 //! in; a test checks that every one is a valid definition and that its
 //! `required_env` names exactly the variables the definition uses.
 
-use super::error::{ApiError, ApiPath};
+use super::error::{ApiError, ApiPath, ErrorBody};
+use super::openapi::WorkflowDefinitionSchema;
 use super::workflows::check;
-use super::St;
+use super::{Page, St};
+use crate::model::Workflow;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
@@ -23,7 +25,7 @@ const SOURCES: &[&str] = &[
 ];
 
 /// A variable a template's workflow needs before it can run.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequiredEnv {
     pub name: String,
@@ -32,7 +34,7 @@ pub struct RequiredEnv {
     pub notes: String,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
     pub id: String,
@@ -40,7 +42,17 @@ pub struct Template {
     pub description: String,
     pub required_env: Vec<RequiredEnv>,
     /// The workflow definition, as `POST /v1/workflows` takes it.
+    #[schema(value_type = WorkflowDefinitionSchema)]
     pub definition: Value,
+}
+
+/// A template as the list shows it: without its definition.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TemplateSummary {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub description: &'static str,
+    pub required_env: &'static [RequiredEnv],
 }
 
 /// Every built-in template, in the order of [`SOURCES`].
@@ -62,31 +74,72 @@ fn find(id: &str) -> Result<&'static Template, ApiError> {
 }
 
 /// `GET /v1/templates`: id, name, description and required variables.
+#[utoipa::path(
+    get,
+    path = "/v1/templates",
+    operation_id = "list_templates",
+    tag = "templates",
+    summary = "List the built-in templates (one page)",
+    responses((status = 200, description = "Every template, without definitions", body = Page<TemplateSummary>))
+)]
 pub async fn list() -> impl IntoResponse {
-    let items: Vec<Value> = all()
+    let items = all()
         .iter()
-        .map(|t| {
-            json!({"id": t.id, "name": t.name, "description": t.description, "required_env": t.required_env})
+        .map(|t| TemplateSummary {
+            id: &t.id,
+            name: &t.name,
+            description: &t.description,
+            required_env: &t.required_env,
         })
         .collect();
-    Json(json!({"items": items, "next_cursor": null}))
+    Json(Page::all(items))
 }
 
 /// `GET /v1/templates/{id}`: the template with its definition.
+#[utoipa::path(
+    get,
+    path = "/v1/templates/{id}",
+    operation_id = "get_template",
+    tag = "templates",
+    summary = "Read a template with its definition",
+    params(("id" = String, Path, description = "Template id")),
+    responses(
+        (status = 200, description = "The template", body = Template),
+        (status = 404, description = "`not_found`: no such template (the ids in `details.templates`)", body = ErrorBody),
+    )
+)]
 pub async fn get(ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(find(&id)?.clone()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct FromTemplateBody {
-    /// The new workflow's name; default: the template definition's.
+pub struct FromTemplateBody {
+    /// The new workflow's name (not blank); default: the template definition's.
+    #[schema(pattern = r"\S")]
     name: Option<String>,
 }
 
 /// `POST /v1/workflows/from-template/{template_id}` with an optional body
 /// `{"name"}`: a new workflow (a draft) from the template. Set the variables
 /// in `required_env`, then deploy it.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/from-template/{template_id}",
+    operation_id = "create_workflow_from_template",
+    tag = "templates",
+    summary = "Create a workflow (a draft) from a template",
+    description = "Set the variables in the template's `required_env`, then deploy it.",
+    params(("template_id" = String, Path, description = "Template id")),
+    request_body(content = Option<FromTemplateBody>, description = "Optional; an empty body keeps the template's name"),
+    responses(
+        (status = 201, description = "Created, not deployed", body = Workflow,
+            headers(("location" = String, description = "The workflow's URL"))),
+        (status = 400, description = "`invalid_json`, `invalid_request`, or `invalid_definition` (e.g. a bad name)", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such template", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+    )
+)]
 pub async fn create_from(
     st: St,
     ApiPath(template_id): ApiPath<String>,
@@ -100,8 +153,9 @@ pub async fn create_from(
             ApiError::new(ErrorCode::InvalidRequest, e.body_text())
         }
     })?;
-    let b: FromTemplateBody = if body.iter().all(u8::is_ascii_whitespace) {
-        FromTemplateBody { name: None }
+    // No body, or `null`, keeps the template's name.
+    let b: Option<FromTemplateBody> = if body.iter().all(u8::is_ascii_whitespace) {
+        None
     } else {
         serde_json::from_slice(&body).map_err(|e| {
             let code = if e.is_data() {
@@ -113,7 +167,7 @@ pub async fn create_from(
         })?
     };
     let mut definition = t.definition.clone();
-    if let Some(name) = b.name {
+    if let Some(name) = b.and_then(|b| b.name) {
         definition["name"] = json!(name);
     }
     let def = check(&st, &definition)?;
