@@ -24,7 +24,7 @@ use weft_shared::time::now_ms;
 
 /// What a user may do with a workflow shared with them; each role includes
 /// the ones before it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Read it, its versions and runs; run it; resume its paused runs.

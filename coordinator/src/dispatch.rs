@@ -155,7 +155,7 @@ pub enum AssignFailure {
 }
 
 /// A worker as `GET /v1/workers` shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct WorkerInfo {
     pub worker_id: String,
     pub capacity: u32,

@@ -8,12 +8,13 @@ use weft_shared::model::{
     WorkflowDefinition,
 };
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Workflow {
     pub id: String,
     pub name: String,
     pub description: String,
     /// The draft: what the next deploy publishes.
+    #[schema(value_type = crate::api::openapi::WorkflowDefinitionSchema)]
     pub definition: WorkflowDefinition,
     /// The newest version ever published; none until first deployed. It
     /// stays set after an undeploy (see `deployed_version`).
@@ -29,20 +30,22 @@ pub struct Workflow {
 }
 
 /// A draft saved before an import replaced it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DraftBackup {
     pub id: String,
     pub workflow_id: String,
     /// Why it was saved (`import`).
     pub reason: String,
+    #[schema(value_type = crate::api::openapi::WorkflowDefinitionSchema)]
     pub definition: WorkflowDefinition,
     pub created_at_ms: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct WorkflowVersion {
     pub workflow_id: String,
     pub version: u32,
+    #[schema(value_type = crate::api::openapi::WorkflowDefinitionSchema)]
     pub definition: WorkflowDefinition,
     pub created_at_ms: u64,
     /// The endpoint configuration it was deployed with (shown at
@@ -52,7 +55,7 @@ pub struct WorkflowVersion {
 }
 
 /// A run as stored and as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RunRecord {
     pub id: Uuid,
     pub workflow_id: String,
@@ -60,7 +63,9 @@ pub struct RunRecord {
     pub status: RunStatus,
     /// `sync` or `async`.
     pub trigger: String,
+    /// The run's input, as given.
     pub input: Value,
+    /// What the output node produced; null until the run succeeds.
     pub output: Option<Value>,
     pub error: Option<RunError>,
     pub created_at_ms: u64,
@@ -134,7 +139,7 @@ impl RunRecord {
 }
 
 /// Someone who calls the management API.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: String,
     pub name: String,
@@ -143,7 +148,7 @@ pub struct User {
     pub created_at_ms: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialKind {
     /// A user's token: acts as that user.
@@ -171,7 +176,7 @@ impl CredentialKind {
 
 /// A user token or API key as listed: never its secret (only a hash of it is
 /// stored), but its first characters to tell keys apart.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Credential {
     pub id: String,
     pub kind: CredentialKind,
@@ -188,7 +193,7 @@ pub struct Credential {
 }
 
 /// A workflow shared with a user.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Share {
     pub workflow_id: String,
     pub user_id: String,
@@ -200,7 +205,7 @@ pub struct Share {
 
 /// One entry of the append-only audit log. Never holds a secret or a
 /// variable's value.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// Its position in the log (the list's cursor).
     pub seq: i64,

@@ -794,7 +794,10 @@ def main() -> int:
             if comp in f:
                 paths |= set(f[comp]["paths"]) | set(f[comp]["scraped"])
         for p in sorted(paths):
-            c.expect(re.search(r'\.route\(\s*"' + re.escape(p) + '"', text) is not None,
+            # `.route("/p", …)`, or a line `"/p" => { … }` of the coordinator's route table.
+            routed = re.search(r'\.route\(\s*"' + re.escape(p) + '"', text) or \
+                re.search(r'^\s*"' + re.escape(p) + r'"\s*=>\s*\{', text, re.M)
+            c.expect(routed is not None,
                      str(src.relative_to(REPO)), f"the chart uses {p}, which the {comp} does not route")
 
     # WEFT_* names and default ports against the real configuration.

@@ -92,6 +92,13 @@ pub const MAX_EXPR_LEN: usize = 4_096;
 /// overflows the stack, and a stack overflow cannot be caught.
 pub const MAX_EXPR_DEPTH: usize = 8;
 pub const MAX_EXPR_SELECTIONS: usize = 64;
+/// Deepest chain of operators accepted. The parser nests `1 + 1 + …` (and
+/// `-`, `*`, `/`, `%`, comparisons, `in`, `?:`, indexing, calls) one level
+/// per operator, and the evaluator recurses once per level: about 50 levels
+/// overflow a 2 MiB thread stack in a debug build (the coordinator's request
+/// threads, the worker's). `&&`, `||` and `,` do not nest: each of their
+/// operands starts again from the enclosing bracket.
+pub const MAX_EXPR_NESTING: usize = 32;
 
 fn check_shape(source: &str) -> Result<(), String> {
     if source.len() > MAX_EXPR_LEN {
@@ -100,28 +107,52 @@ fn check_shape(source: &str) -> Result<(), String> {
             source.len()
         ));
     }
+    let chars: Vec<char> = source.chars().collect();
     let (mut depth, mut max, mut dots) = (0usize, 0usize, 0usize);
-    let mut in_str: Option<char> = None;
-    let mut prev = ' ';
-    for c in source.chars() {
-        match in_str {
-            Some(q) => {
-                if c == q && prev != '\\' {
-                    in_str = None;
-                }
+    // Operator levels along the current path, and at each open bracket.
+    let (mut nest, mut max_nest, mut bases) = (0usize, 0usize, Vec::new());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        let prev = if i == 0 { ' ' } else { chars[i - 1] };
+        let mut width = 1;
+        match c {
+            '"' | '\'' => width = string_len(&chars, i)?,
+            '(' | '[' | '{' => {
+                depth += 1;
+                max = max.max(depth);
+                bases.push(nest);
+                nest += 1;
             }
-            None => match c {
-                '"' | '\'' => in_str = Some(c),
-                '(' | '[' | '{' => {
-                    depth += 1;
-                    max = max.max(depth);
-                }
-                ')' | ']' | '}' => depth = depth.saturating_sub(1),
-                '.' if !prev.is_ascii_digit() => dots += 1,
-                _ => {}
-            },
+            // The bracketed expression is one level on the path it is in
+            // (`a[0][0]` and `a.f().g()` nest as `1 + 1 + 1` does).
+            ')' | ']' | '}' => {
+                depth = depth.saturating_sub(1);
+                nest = bases.pop().unwrap_or(0) + 1;
+            }
+            '&' | '|' if next == Some(c) => {
+                nest = bases.last().map_or(0, |b| b + 1);
+                width = 2;
+            }
+            ',' => nest = bases.last().map_or(0, |b| b + 1),
+            '+' | '-' | '*' | '/' | '%' | '<' | '>' | '?' => nest += 1,
+            '=' | '!' if next == Some('=') => {
+                nest += 1;
+                width = 2;
+            }
+            '.' if !prev.is_ascii_digit() => dots += 1,
+            'i' if next == Some('n')
+                && !is_ident(prev)
+                && !chars.get(i + 2).copied().is_some_and(is_ident) =>
+            {
+                nest += 1;
+                width = 2;
+            }
+            _ => {}
         }
-        prev = c;
+        max_nest = max_nest.max(nest);
+        i += width;
     }
     if max > MAX_EXPR_DEPTH {
         return Err(format!(
@@ -133,7 +164,48 @@ fn check_shape(source: &str) -> Result<(), String> {
             "{dots} field selections; at most {MAX_EXPR_SELECTIONS}"
         ));
     }
+    if max_nest > MAX_EXPR_NESTING {
+        return Err(format!(
+            "operators, calls and brackets nest {max_nest} deep; at most {MAX_EXPR_NESTING} \
+             (`&&` and `||` do not count)"
+        ));
+    }
     Ok(())
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// Characters of the string literal that starts at `chars[start]` (a quote),
+/// by CEL's rules: `'…'` or `"…"` on one line, `'''…'''` or `"""…"""`,
+/// backslash escapes unless raw (`r"…"`). Where in doubt it ends the string
+/// early (any `r` before the quote makes it raw), so that what follows is
+/// still counted by [`check_shape`]; a string that does not end is refused,
+/// not taken to run to the end of the expression.
+fn string_len(chars: &[char], start: usize) -> Result<usize, String> {
+    let q = chars[start];
+    let raw = start > 0 && matches!(chars[start - 1], 'r' | 'R');
+    let triple = chars.get(start + 1) == Some(&q) && chars.get(start + 2) == Some(&q);
+    let mut j = start + if triple { 3 } else { 1 };
+    while j < chars.len() {
+        let c = chars[j];
+        if c == '\\' && !raw {
+            j += 2;
+            continue;
+        }
+        if triple {
+            if c == q && chars.get(j + 1) == Some(&q) && chars.get(j + 2) == Some(&q) {
+                return Ok(j + 3 - start);
+            }
+        } else if c == q {
+            return Ok(j + 1 - start);
+        } else if c == '\n' || c == '\r' {
+            break;
+        }
+        j += 1;
+    }
+    Err("the expression has a string that does not end".into())
 }
 
 /// JSON → CEL. Whole numbers become `int` (CEL has no implicit conversion
@@ -183,8 +255,77 @@ mod tests {
         assert!(Expr::compile(&format!("{}1{}", "(".repeat(12), ")".repeat(12))).is_err());
         assert!(Expr::compile(&format!("input{}", ".a".repeat(5_000))).is_err());
         assert!(Expr::compile(&"1 + ".repeat(2_000)).is_err());
+        // Chains of operators nest as deep as brackets do.
+        let chain = |op: &str, n: usize| format!("1{}", format!(" {op} 1").repeat(n));
+        for op in ["+", "-", "*", "/", "%", "==", "!=", "<", ">=", "in"] {
+            assert!(Expr::compile(&chain(op, 40)).is_err(), "{op}");
+        }
+        assert!(Expr::compile(&format!("[[1]]{} == 1", "[0]".repeat(40))).is_err());
+        assert!(Expr::compile(&format!("input.a{} == 1", ".size()".repeat(40))).is_err());
+        assert!(Expr::compile(&format!("{}1", "true ? 1 : ".repeat(40))).is_err());
+        // A string cannot hide what follows it.
+        for s in [r#""\\""#, r#"'\\'"#, r#"r"\""#, r#""""\\""""#] {
+            let e = format!("{s} == '' || {}1{} == 1", "(".repeat(20), ")".repeat(20));
+            let err = Expr::compile(&e).unwrap_err();
+            assert!(err.contains("nest"), "{e}: {err}");
+        }
+        assert!(Expr::compile("input.s == 'does not end || true").is_err());
+        assert!(Expr::compile("input.s == \"one\nline\"").is_err());
+        // What is not deep is fine: long `||` chains, strings full of operators.
+        let any_of = (0..60)
+            .map(|i| format!("input.s == 'v{i}'"))
+            .collect::<Vec<_>>()
+            .join(" || ");
+        assert!(Expr::compile(&any_of).is_ok());
+        let ops = format!("input.s == \"{}((((((((((\"", "+1".repeat(100));
+        assert!(Expr::compile(&ops).is_ok(), "{ops}");
+        let quoted = r#"input.s in ['a', "b\"", '''c'd''', """e"f""", r'\', "\\"]"#;
+        assert!(Expr::compile(quoted).is_ok(), "{quoted}");
         assert!(Expr::compile("size(input.items) > 2 && input.items[0].name == 'a.b.c'").is_ok());
         assert!(Expr::compile("1.5 + 2.25 > 3.0").is_ok());
+    }
+
+    /// The deepest expression of each shape that is accepted compiles and
+    /// evaluates on a 2 MiB stack (a thread's default) in a debug build; a
+    /// stack overflow would abort the test.
+    #[test]
+    fn the_deepest_accepted_expressions_do_not_overflow_the_stack() {
+        type Shape = fn(usize) -> String;
+        let shapes: [(&str, Shape); 7] = [
+            ("sum", |k| format!("1{} > 0", "+1".repeat(k))),
+            ("comparisons", |k| format!("1{}", " == 1".repeat(k))),
+            ("grouped", |k| {
+                format!("{}1{} > 0", "(".repeat(k), "+1)".repeat(k))
+            }),
+            ("both", |k| {
+                format!(
+                    "{}1{}{} > 0",
+                    "(".repeat(8),
+                    "+1)".repeat(8),
+                    "*1".repeat(k)
+                )
+            }),
+            ("calls", |k| format!("input.a{} == 1", ".size()".repeat(k))),
+            ("indexing", |k| format!("[[1]]{} == 1", "[0]".repeat(k))),
+            ("ternaries", |k| format!("{}1", "true ? 1 : ".repeat(k))),
+        ];
+        for (name, shape) in shapes {
+            let deepest = (1..)
+                .take_while(|&k| Expr::compile(&shape(k)).is_ok())
+                .last()
+                .unwrap_or_else(|| panic!("{name}: even 1 is refused"));
+            assert!(deepest >= 6, "{name}: only {deepest} accepted");
+            let src = shape(deepest);
+            std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || {
+                    let x = Expr::compile(&src).unwrap();
+                    let _ = x.eval(&json!({"input": {"a": "x"}}));
+                })
+                .unwrap()
+                .join()
+                .unwrap_or_else(|_| panic!("{name} {deepest}"));
+        }
     }
 
     #[test]

@@ -69,8 +69,9 @@ pub struct Node {
     pub id: String,
     /// One of [`NODE_KINDS`].
     pub kind: String,
-    /// Kind-specific settings; see [`NodeSpec`].
-    #[serde(default)]
+    /// Kind-specific settings; see [`NodeSpec`]. Absent (null) is left out
+    /// when written, as the JSON Schema has no null config.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub config: Value,
     /// Node timeout in milliseconds, bounded by the workflow's deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -254,6 +255,7 @@ pub struct HumanConfig {
 
 /// Token counts of model calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -270,6 +272,7 @@ impl Usage {
 
 /// One call to a model, as recorded for the monitor's model runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelRun {
     pub request_id: String,
     pub node_id: String,
@@ -334,6 +337,7 @@ pub struct OutputConfig {
 /// Where a run stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RunStatus {
     Queued,
     Running,
@@ -380,6 +384,7 @@ impl RunStatus {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum NodeStatus {
     Running,
     Succeeded,
@@ -391,6 +396,7 @@ pub enum NodeStatus {
 
 /// Why a run or node failed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunError {
     pub code: ErrorCode,
     pub message: String,
@@ -428,6 +434,7 @@ impl RunError {
 
 /// One node's line in a run's log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeLog {
     pub node_id: String,
     pub kind: String,
@@ -453,6 +460,7 @@ pub struct NodeLog {
 
 /// One placement of a run on a worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunAttempt {
     pub attempt: u32,
     pub worker_id: String,
@@ -476,6 +484,7 @@ pub struct DoneNode {
 
 /// A `human` node waiting for a person.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HumanWait {
     pub node_id: String,
     /// The node's prompt, its templates rendered (secure values scrubbed).
@@ -491,6 +500,7 @@ pub struct HumanWait {
 
 /// A person's answer to a `human` node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HumanResume {
     pub node_id: String,
     pub value: Value,

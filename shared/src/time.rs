@@ -25,6 +25,7 @@ pub fn instant_from_unix_ms(deadline_ms: u64) -> Instant {
 /// call never outlives its node, a node never outlives its workflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TimeoutLevel {
     Workflow,
     Node,

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 /// One problem in a definition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ValidationError {
     /// The node the problem is in (for an edge: the node it leaves); absent
     /// for problems of the workflow as a whole.

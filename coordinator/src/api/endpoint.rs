@@ -9,7 +9,7 @@
 //! rotation.
 
 use super::auth::AuthUser;
-use super::error::{ApiError, ApiJson, ApiPath};
+use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use super::St;
 use crate::access::Role;
 use crate::endpoint::{
@@ -38,7 +38,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Er
 /// The body of `PUT …/endpoint`: the whole configuration. A field left out
 /// takes its default, except `push.access_token`, which keeps the stored
 /// token when left out.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutBody {
     /// `both` (default), `sync` or `async`.
@@ -47,12 +47,13 @@ pub struct PutBody {
     sync_timeout_ms: Option<u64>,
     /// 60000–600000, or `null` for none; default 180000.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
     async_timeout_ms: Option<Option<u64>>,
     /// The async-push target; `null` or left out: no push.
     push: Option<PushBody>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PushBody {
     url: String,
@@ -118,6 +119,18 @@ async fn view(st: &St, id: &str) -> Result<Value, ApiError> {
 }
 
 /// `GET /v1/workflows/{id}/endpoint`.
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/{id}/endpoint",
+    operation_id = "get_endpoint",
+    tag = "workflows",
+    summary = "The endpoint configuration: the draft's, and the deployed version's (editors)",
+    params(("id" = String, Path, description = "Workflow id")),
+    responses(
+        (status = 200, description = "`mode`, `sync_timeout_ms`, `async_timeout_ms`, `push` (`url`, `access_token_set`), `signing_secret_set`, `run_url`, and `deployed` (the same for the deployed version, with its `version`)", body = Object),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
 pub async fn get(
     st: St,
     who: AuthUser,
@@ -131,6 +144,23 @@ pub async fn get(
 /// `PUT /v1/workflows/{id}/endpoint`: replaces the draft's configuration;
 /// it takes effect on the next deploy. The first time push is configured,
 /// the answer carries the `signing_secret`, once.
+#[utoipa::path(
+    put,
+    path = "/v1/workflows/{id}/endpoint",
+    operation_id = "put_endpoint",
+    tag = "workflows",
+    summary = "Set the draft's endpoint configuration (editors); it takes effect on deploy",
+    description = "The first time push is configured, the answer carries `signing_secret`, once.",
+    params(("id" = String, Path, description = "Workflow id")),
+    request_body(content = PutBody),
+    responses(
+        (status = 200, description = "The configuration, as `GET` shows it", body = Object),
+        (status = 400, description = "`invalid_request`: a value out of range (`details`: `field`, `value`, `min`, `max`), or `invalid_json`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`encryption_unavailable`: no encryption key for the push token", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+    )
+)]
 pub async fn put(
     st: St,
     who: AuthUser,
@@ -230,6 +260,19 @@ pub async fn put(
 /// `POST /v1/workflows/{id}/endpoint/rotate-secret`: a new signing secret,
 /// shown once. Deliveries from now on (retries included) are signed with
 /// it; the old one stops at once.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/endpoint/rotate-secret",
+    operation_id = "rotate_signing_secret",
+    tag = "workflows",
+    summary = "A new push signing secret, shown once; the old one stops at once (editors)",
+    params(("id" = String, Path, description = "Workflow id")),
+    responses(
+        (status = 200, description = "`workflow_id` and the new `signing_secret`", body = Object),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`conflict`: push was never configured", body = ErrorBody),
+    )
+)]
 pub async fn rotate_secret(
     st: St,
     who: AuthUser,

@@ -4,20 +4,19 @@
 //! that names it is dispatched.
 
 use super::auth::AuthUser;
-use super::error::{ApiError, ApiJson, ApiPath};
-use super::St;
+use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use super::{Page, St};
 use crate::access::Role;
 use crate::model::EnvVarRow;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use weft_shared::error::ErrorCode;
 use weft_shared::time::now_ms;
 
 /// A variable as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EnvVarView {
     name: String,
     /// The value, for a variable that is not secure; `null` for one that is.
@@ -41,21 +40,26 @@ impl From<EnvVarRow> for EnvVarView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    /// A letter or `_`, then letters, digits and `_`; 64 at most.
+    #[schema(pattern = "^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
     name: String,
     value: String,
+    /// Encrypted at rest and never shown again.
     #[serde(default)]
     secure: bool,
     #[serde(default)]
     notes: String,
 }
 
-#[derive(Deserialize)]
+/// What to change; what is left out stays.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateBody {
     value: Option<String>,
+    /// Turning it off needs a new `value`.
     secure: Option<bool>,
     notes: Option<String>,
 }
@@ -92,6 +96,23 @@ async fn workflow_exists(st: &St, id: &str) -> Result<(), ApiError> {
         .ok_or_else(|| ApiError::not_found("workflow"))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/env",
+    operation_id = "create_env_var",
+    tag = "env",
+    summary = "Create a variable",
+    params(("id" = String, Path, description = "Workflow id")),
+    request_body(content = CreateBody),
+    responses(
+        (status = 201, description = "Created (a secure one's value is not shown)", body = EnvVarView),
+        (status = 400, description = "`invalid_request` (e.g. a bad name) or `invalid_json`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such workflow", body = ErrorBody),
+        (status = 409, description = "`conflict`: the variable exists; or `encryption_unavailable`: no encryption key for a secure one", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+    )
+)]
 pub async fn create(
     st: St,
     who: AuthUser,
@@ -134,6 +155,18 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(EnvVarView::from(row))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/{id}/env",
+    operation_id = "list_env_vars",
+    tag = "env",
+    summary = "List a workflow's variables (one page)",
+    params(("id" = String, Path, description = "Workflow id")),
+    responses(
+        (status = 200, description = "Every variable, by name", body = Page<EnvVarView>),
+        (status = 404, description = "`not_found`: no such workflow", body = ErrorBody),
+    )
+)]
 pub async fn list(
     st: St,
     who: AuthUser,
@@ -148,9 +181,21 @@ pub async fn list(
         .into_iter()
         .map(Into::into)
         .collect();
-    Ok(Json(json!({"items": items, "next_cursor": null})))
+    Ok(Json(Page::all(items)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/{id}/env/{name}",
+    operation_id = "get_env_var",
+    tag = "env",
+    summary = "Read a variable",
+    params(("id" = String, Path, description = "Workflow id"), ("name" = String, Path, description = "Variable name")),
+    responses(
+        (status = 200, description = "The variable", body = EnvVarView),
+        (status = 404, description = "`not_found`: no such variable (or workflow)", body = ErrorBody),
+    )
+)]
 pub async fn get(
     st: St,
     who: AuthUser,
@@ -165,6 +210,23 @@ pub async fn get(
     Ok(Json(EnvVarView::from(row)))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/workflows/{id}/env/{name}",
+    operation_id = "update_env_var",
+    tag = "env",
+    summary = "Update a variable",
+    params(("id" = String, Path, description = "Workflow id"), ("name" = String, Path, description = "Variable name")),
+    request_body(content = UpdateBody),
+    responses(
+        (status = 200, description = "The variable", body = EnvVarView),
+        (status = 400, description = "`invalid_request` (e.g. `secure` off without a new `value`) or `invalid_json`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such variable (or workflow)", body = ErrorBody),
+        (status = 409, description = "`encryption_unavailable`: no encryption key for a secure value", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+    )
+)]
 pub async fn update(
     st: St,
     who: AuthUser,
@@ -208,6 +270,18 @@ pub async fn update(
     Ok(Json(EnvVarView::from(row)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/workflows/{id}/env/{name}",
+    operation_id = "delete_env_var",
+    tag = "env",
+    summary = "Delete a variable",
+    params(("id" = String, Path, description = "Workflow id"), ("name" = String, Path, description = "Variable name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`not_found`: no such variable (or workflow)", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     st: St,
     who: AuthUser,

@@ -6,8 +6,27 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
 use weft_shared::error::ErrorCode;
+
+/// The body of every error response.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable: clients match on it. Each code has one HTTP status.
+    pub code: ErrorCode,
+    /// For people; may change.
+    pub message: String,
+    /// Structured context, by code: e.g. `errors` for `invalid_definition`,
+    /// `fields` for `invalid_input`, `run_id` for `sync_timeout`.
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -54,7 +73,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = json!({"error": {"code": self.code.as_str(), "message": self.message, "details": self.details}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                details: self.details,
+            },
+        };
         let mut resp = (status, axum::Json(body)).into_response();
         if let Some(s) = self.retry_after_s {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {

@@ -30,14 +30,15 @@
 use super::auth::AuthUser;
 use super::endpoint::field_error;
 use super::env::check_name;
-use super::error::{ApiError, ApiPath, ApiQuery};
+use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
+use super::openapi::ZipArchive;
 use super::workflows::check;
-use super::St;
+use super::{Page, St};
 use crate::access::Role;
 use crate::endpoint::{
     check_mode, check_settings, EndpointSettings, FieldError, DEFAULT_TIMEOUT_MS,
 };
-use crate::model::EnvVarRow;
+use crate::model::{DraftBackup, EnvVarRow, Workflow};
 use crate::store::EnvWrite;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -283,7 +284,7 @@ fn parse_archive(bytes: &[u8], min_timeout_ms: u64) -> Result<Archive, ApiError>
 }
 
 /// How a conflicting variable is resolved.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnConflict {
     #[default]
@@ -292,7 +293,7 @@ pub enum OnConflict {
 }
 
 /// What an import did with each variable of the archive, by name.
-#[derive(Debug, Default, PartialEq, Serialize)]
+#[derive(Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct EnvReport {
     /// Names the workflow lacked: created.
     pub created: Vec<String>,
@@ -373,16 +374,35 @@ fn plan_env(
 
 // ---- export ----------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// A version number, or `draft`; default: the deployed version (or, when
     /// undeployed, the newest ever published).
+    #[param(pattern = "^(draft|[0-9]{1,9})$")]
     version: Option<String>,
 }
 
 /// `GET /v1/workflows/{id}/export?version=N|draft`: the zip.
 /// Editors and owners export; viewers may not.
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/{id}/export",
+    operation_id = "export_workflow",
+    tag = "archives",
+    summary = "Export a version (or the draft) as a zip archive",
+    description = "`flow_definition.json`, `app_definition.json` and `env_variables.json`; \
+        secure variables' values are left out.",
+    params(("id" = String, Path, description = "Workflow id"), ExportQuery),
+    responses(
+        (status = 200, description = "The archive", content_type = "application/zip", body = ZipArchive,
+            headers(("content-disposition" = String, description = "`attachment; filename=\"<name>-v<N>.zip\"`"))),
+        (status = 400, description = "`invalid_request`: `version` is not a number or `draft`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such workflow or version", body = ErrorBody),
+        (status = 409, description = "`not_deployed`: no version to export (pass `version=draft`)", body = ErrorBody),
+    )
+)]
 pub async fn export(
     st: St,
     who: AuthUser,
@@ -565,8 +585,32 @@ fn sealer(st: &St) -> impl Fn(&str) -> Result<String, ApiError> + '_ {
     }
 }
 
+/// What an import did.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Imported {
+    pub workflow: Workflow,
+    /// The draft it replaced, when `backup=true`; null otherwise.
+    pub backup: Option<DraftBackup>,
+    pub env: EnvReport,
+}
+
 /// `POST /v1/workflows/import`: the archive as a new workflow (a draft, not
 /// deployed), with its variables.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/import",
+    operation_id = "import_workflow",
+    tag = "archives",
+    summary = "Import an archive as a new workflow (a draft)",
+    request_body(content = ZipArchive, content_type = "application/zip"),
+    responses(
+        (status = 201, description = "Created, not deployed", body = Imported,
+            headers(("location" = String, description = "The workflow's URL"))),
+        (status = 400, description = "`invalid_archive` (not a zip, a file missing or malformed) or `invalid_definition` (every error in `details.errors`)", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `application/zip`", body = ErrorBody),
+    )
+)]
 pub async fn import_new(
     st: St,
     who: AuthUser,
@@ -606,12 +650,17 @@ pub async fn import_new(
     Ok((
         StatusCode::CREATED,
         [("location", format!("/v1/workflows/{}", wf.id))],
-        Json(json!({"workflow": wf, "backup": null, "env": report})),
+        Json(Imported {
+            workflow: wf,
+            backup: None,
+            env: report,
+        }),
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ImportQuery {
     /// Save the draft being replaced (listed at `…/backups`).
     #[serde(default)]
@@ -624,6 +673,24 @@ pub struct ImportQuery {
 /// `POST /v1/workflows/{id}/import?backup=&on_conflict=`: the archive as the
 /// workflow's new draft. The deployed version is untouched until a deploy;
 /// variable changes apply at once (variables are not versioned).
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/import",
+    operation_id = "import_draft",
+    tag = "archives",
+    summary = "Import an archive as a workflow's new draft",
+    description = "The deployed version is untouched until a deploy; variable changes apply at once.",
+    params(("id" = String, Path, description = "Workflow id"), ImportQuery),
+    request_body(content = ZipArchive, content_type = "application/zip"),
+    responses(
+        (status = 200, description = "Imported", body = Imported),
+        (status = 400, description = "`invalid_archive`, `invalid_definition` or `invalid_request` (a bad parameter)", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such workflow", body = ErrorBody),
+        (status = 409, description = "`encryption_unavailable`: a variable to make secure, and no encryption key", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `application/zip`", body = ErrorBody),
+    )
+)]
 pub async fn import_into(
     st: St,
     who: AuthUser,
@@ -673,12 +740,26 @@ pub async fn import_into(
         ),
     )
     .await;
-    Ok(Json(
-        json!({"workflow": wf, "backup": backup, "env": report}),
-    ))
+    Ok(Json(Imported {
+        workflow: wf,
+        backup,
+        env: report,
+    }))
 }
 
 /// `GET /v1/workflows/{id}/backups`: drafts an import replaced, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/{id}/backups",
+    operation_id = "list_backups",
+    tag = "archives",
+    summary = "Drafts an import replaced (one page)",
+    params(("id" = String, Path, description = "Workflow id")),
+    responses(
+        (status = 200, description = "Every backup, newest first", body = Page<DraftBackup>),
+        (status = 404, description = "`not_found`: no such workflow", body = ErrorBody),
+    )
+)]
 pub async fn backups(
     st: St,
     who: AuthUser,
@@ -688,9 +769,7 @@ pub async fn backups(
     if st.store.get_workflow(&id).await?.is_none() {
         return Err(ApiError::not_found("workflow"));
     }
-    Ok(Json(
-        json!({"items": st.store.list_backups(&id).await?, "next_cursor": null}),
-    ))
+    Ok(Json(Page::all(st.store.list_backups(&id).await?)))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! workflow is shared with) and parses the request; [`resume_run`] is the core.
 
 use super::auth::AuthUser;
-use super::error::{ApiBytes, ApiError, ApiPath};
+use super::error::{ApiBytes, ApiError, ApiPath, ErrorBody};
 use super::{AppState, St};
 use crate::access::Role;
 use crate::dispatch::{Cmd, ResumeRefusal};
@@ -17,6 +17,23 @@ use weft_shared::model::WorkflowDefinition;
 
 /// Resumes a paused run: any user the workflow is shared with (viewers too:
 /// approving is not editing), recorded by name; an API key may not.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/resume",
+    operation_id = "resume_run",
+    tag = "runs",
+    summary = "Answer a human node; the run goes on, on any worker",
+    description = "Any user the workflow is shared with (viewers too). The answer (`value`, \
+        checked against the node's `schema`) is recorded with who and when before the 200.",
+    params(("id" = Uuid, Path, description = "Run id")),
+    request_body(content = ResumeBody),
+    responses(
+        (status = 200, description = "The run, queued to go on", body = RunRecord),
+        (status = 400, description = "`invalid_request` (e.g. several nodes wait and none is named), `invalid_json`, or `invalid_input`: the value does not match the node's schema", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such run", body = ErrorBody),
+        (status = 409, description = "`not_waiting`: the run does not wait at that node (`details.waiting`)", body = ErrorBody),
+    )
+)]
 pub async fn resume(
     st: St,
     who: AuthUser,
@@ -51,6 +68,18 @@ pub async fn resume(
     )
     .await;
     Ok(Json(rec))
+}
+
+/// The resume request, for the document (the handler parses the bytes
+/// itself, to tell a missing `value` from `null`).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ResumeBody {
+    /// The waiting node; may be left out when one node waits.
+    node_id: Option<String>,
+    /// The answer: any JSON (`null` included), checked against the node's `schema`.
+    #[schema(value_type = Object)]
+    value: Value,
 }
 
 /// `{"node_id"?: string, "value": any}`; `value` must be there (`null` is a value).

@@ -34,6 +34,9 @@
 //! | `GET /v1/audit` | the audit log (filters: `from_ms`, `to_ms`, `category`, `event`, `user_id`, `workflow_id`) |
 //! | `GET /v1/workers` | workers the coordinator knows |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, readiness, Prometheus |
+//! | `GET /openapi.json` | this API as an OpenAPI 3.1 document ([`openapi`]) |
+//!
+//! Routes are declared once, in `route_table!` below.
 
 pub mod auth;
 mod callbacks;
@@ -43,6 +46,7 @@ pub mod error;
 pub mod export;
 mod human;
 mod monitor;
+pub mod openapi;
 mod runs;
 mod system;
 mod templates;
@@ -56,7 +60,6 @@ use crate::CoordinatorConfig;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
 use error::ApiError;
 use std::collections::{BTreeMap, HashMap};
@@ -303,95 +306,114 @@ pub fn resolve_env(
     Ok(out)
 }
 
+/// The route table: each path with its methods and handlers. The router,
+/// [`ROUTES`] and the OpenAPI document's operations ([`Operations`]) are all
+/// built from it, so a route cannot be served undocumented: each handler needs
+/// a `#[utoipa::path]` (`__path_<handler>`) or this does not compile, and the
+/// suite checks that the document has exactly [`ROUTES`]. Routes are added
+/// here and nowhere else (a test checks that too).
+macro_rules! route_table {
+    (
+        authenticated { $($apath:literal => { $($amethod:ident: $($ahandler:ident)::+),+ $(,)? })+ }
+        public { $($ppath:literal => { $($pmethod:ident: $($phandler:ident)::+),+ $(,)? })+ }
+    ) => {
+        /// `(method, path)` of every route the router serves.
+        pub const ROUTES: &[(&str, &str)] = &[
+            $($((stringify!($amethod), $apath)),+),+,
+            $($((stringify!($pmethod), $ppath)),+),+
+        ];
+
+        /// The routes that need a user token or an API key.
+        fn authenticated_routes(r: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
+            r$(.route($apath, axum::routing::MethodRouter::new()$(.$amethod($($ahandler)::+))+))+
+        }
+
+        /// The routes open without one (callbacks carry their own token).
+        fn public_routes(r: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
+            r$(.route($ppath, axum::routing::MethodRouter::new()$(.$pmethod($($phandler)::+))+))+
+        }
+
+        /// The documented operations, one per route (see [`openapi`]).
+        #[derive(utoipa::OpenApi)]
+        #[openapi(paths($($($($ahandler)::+),+),+, $($($($phandler)::+),+),+))]
+        pub(crate) struct Operations;
+    };
+}
+
+route_table! {
+    authenticated {
+        "/v1/workflows" => { post: workflows::create, get: workflows::list }
+        "/v1/workflows/validate" => { post: workflows::validate }
+        "/v1/workflows/{id}" => { get: workflows::get, put: workflows::update, delete: workflows::delete }
+        "/v1/workflows/{id}/deploy" => { post: workflows::deploy }
+        "/v1/workflows/{id}/undeploy" => { post: workflows::undeploy }
+        "/v1/workflows/{id}/activate" => { post: workflows::activate }
+        "/v1/workflows/{id}/deactivate" => { post: workflows::deactivate }
+        "/v1/workflows/{id}/versions" => { get: workflows::versions }
+        "/v1/workflows/{id}/endpoint" => { get: endpoint::get, put: endpoint::put }
+        "/v1/workflows/{id}/endpoint/rotate-secret" => { post: endpoint::rotate_secret }
+        "/v1/workflows/{id}/export" => { get: export::export }
+        "/v1/workflows/import" => { post: export::import_new }
+        "/v1/workflows/{id}/import" => { post: export::import_into }
+        "/v1/workflows/{id}/backups" => { get: export::backups }
+        "/v1/workflows/from-template/{template_id}" => { post: templates::create_from }
+        "/v1/templates" => { get: templates::list }
+        "/v1/templates/{id}" => { get: templates::get }
+        "/v1/workflows/{id}/monitor" => { get: monitor::monitor }
+        "/v1/workflows/{id}/runs" => { post: runs::start }
+        "/v1/workflows/{id}/env" => { post: env::create, get: env::list }
+        "/v1/workflows/{id}/env/{name}" => { get: env::get, put: env::update, delete: env::delete }
+        "/v1/workflows/{id}/keys" => { post: users::create_key, get: users::list_keys }
+        "/v1/workflows/{id}/keys/{key_id}/revoke" => { post: users::revoke_key }
+        "/v1/workflows/{id}/shares" => { get: users::list_shares }
+        "/v1/workflows/{id}/shares/{user_id}" => { put: users::put_share, delete: users::delete_share }
+        "/v1/runs" => { get: runs::list }
+        "/v1/runs/{id}" => { get: runs::get }
+        "/v1/runs/{id}/cancel" => { post: runs::cancel }
+        "/v1/runs/{id}/resume" => { post: human::resume }
+        "/v1/workers" => { get: system::workers }
+        "/v1/me" => { get: users::me }
+        "/v1/users" => { post: users::create_user, get: users::list_users }
+        "/v1/users/{id}" => { get: users::get_user }
+        "/v1/users/{id}/tokens" => { post: users::create_token, get: users::list_tokens }
+        "/v1/users/{id}/tokens/{token_id}/revoke" => { post: users::revoke_token }
+        "/v1/audit" => { get: users::audit }
+    }
+    public {
+        "/v1/callbacks/{run_id}/{node_id}" => { post: callbacks::callback }
+        "/healthz" => { get: system::healthz }
+        "/readyz" => { get: system::readyz }
+        "/metrics" => { get: system::metrics }
+        "/openapi.json" => { get: openapi::serve }
+    }
+}
+
+/// A page of a list, newest first: `next_cursor` is the `cursor` that gets the
+/// next page, null on the last one.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// The whole list in one page.
+    pub fn all(items: Vec<T>) -> Self {
+        Page {
+            items,
+            next_cursor: None,
+        }
+    }
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.config.max_body_bytes;
-    // Every route here needs a user token or an API key.
-    let authenticated = Router::new()
-        .route(
-            "/v1/workflows",
-            post(workflows::create).get(workflows::list),
-        )
-        .route("/v1/workflows/validate", post(workflows::validate))
-        .route(
-            "/v1/workflows/{id}",
-            get(workflows::get)
-                .put(workflows::update)
-                .delete(workflows::delete),
-        )
-        .route("/v1/workflows/{id}/deploy", post(workflows::deploy))
-        .route("/v1/workflows/{id}/undeploy", post(workflows::undeploy))
-        .route("/v1/workflows/{id}/activate", post(workflows::activate))
-        .route("/v1/workflows/{id}/deactivate", post(workflows::deactivate))
-        .route("/v1/workflows/{id}/versions", get(workflows::versions))
-        .route(
-            "/v1/workflows/{id}/endpoint",
-            get(endpoint::get).put(endpoint::put),
-        )
-        .route(
-            "/v1/workflows/{id}/endpoint/rotate-secret",
-            post(endpoint::rotate_secret),
-        )
-        .route("/v1/workflows/{id}/export", get(export::export))
-        .route("/v1/workflows/import", post(export::import_new))
-        .route("/v1/workflows/{id}/import", post(export::import_into))
-        .route("/v1/workflows/{id}/backups", get(export::backups))
-        .route(
-            "/v1/workflows/from-template/{template_id}",
-            post(templates::create_from),
-        )
-        .route("/v1/templates", get(templates::list))
-        .route("/v1/templates/{id}", get(templates::get))
-        .route("/v1/workflows/{id}/monitor", get(monitor::monitor))
-        .route("/v1/workflows/{id}/runs", post(runs::start))
-        .route("/v1/workflows/{id}/env", post(env::create).get(env::list))
-        .route(
-            "/v1/workflows/{id}/env/{name}",
-            get(env::get).put(env::update).delete(env::delete),
-        )
-        .route("/v1/runs", get(runs::list))
-        .route("/v1/runs/{id}", get(runs::get))
-        .route("/v1/runs/{id}/cancel", post(runs::cancel))
-        .route("/v1/runs/{id}/resume", post(human::resume))
-        .route("/v1/workers", get(system::workers))
-        .route("/v1/me", get(users::me))
-        .route("/v1/users", post(users::create_user).get(users::list_users))
-        .route("/v1/users/{id}", get(users::get_user))
-        .route(
-            "/v1/users/{id}/tokens",
-            post(users::create_token).get(users::list_tokens),
-        )
-        .route(
-            "/v1/users/{id}/tokens/{token_id}/revoke",
-            post(users::revoke_token),
-        )
-        .route(
-            "/v1/workflows/{id}/keys",
-            post(users::create_key).get(users::list_keys),
-        )
-        .route(
-            "/v1/workflows/{id}/keys/{key_id}/revoke",
-            post(users::revoke_key),
-        )
-        .route("/v1/workflows/{id}/shares", get(users::list_shares))
-        .route(
-            "/v1/workflows/{id}/shares/{user_id}",
-            axum::routing::put(users::put_share).delete(users::delete_share),
-        )
-        .route("/v1/audit", get(users::audit))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::authenticate,
-        ));
     Router::new()
-        .merge(authenticated)
-        // Authenticated by the one-time token in its URL.
-        .route(
-            "/v1/callbacks/{run_id}/{node_id}",
-            post(callbacks::callback),
-        )
-        .route("/healthz", get(system::healthz))
-        .route("/readyz", get(system::readyz))
-        .route("/metrics", get(system::metrics))
+        // Every route here needs a user token or an API key.
+        .merge(authenticated_routes(Router::new()).route_layer(
+            axum::middleware::from_fn_with_state(state.clone(), auth::authenticate),
+        ))
+        .merge(public_routes(Router::new()))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -1,8 +1,8 @@
 //! Starting, reading and cancelling runs.
 
 use super::auth::{AuthUser, Caller};
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use super::{page_limit, St};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::{page_limit, Page, St};
 use crate::access::Role;
 use crate::dispatch::{Cmd, Submission};
 use crate::metrics as m;
@@ -20,18 +20,38 @@ use weft_shared::error::ErrorCode;
 use weft_shared::model::RunStatus;
 use weft_shared::time::now_ms;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StartQuery {
-    /// `sync` (default): wait for the result. `async`: 202 and a status URL.
-    mode: Option<String>,
+/// How a run is requested: `sync` waits for the result, `async` answers 202
+/// with a status URL.
+#[derive(Clone, Copy, Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunMode {
+    Sync,
+    Async,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StartQuery {
+    /// `sync` (default): wait for the result. `async`: 202 and a status URL.
+    mode: Option<RunMode>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartBody {
+    /// The run's input; checked against the input node's schema. Default null.
     #[serde(default)]
     input: Value,
+}
+
+/// An accepted async run (or a replayed one still in flight).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunAccepted {
+    pub run_id: Uuid,
+    pub status: RunStatus,
+    /// `GET` it for the run record.
+    pub status_url: String,
 }
 
 fn reject(reason: &'static str, err: ApiError) -> ApiError {
@@ -40,6 +60,45 @@ fn reject(reason: &'static str, err: ApiError) -> ApiError {
 }
 
 /// Starts a run: users with any role on the workflow, or its own API key.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/runs",
+    operation_id = "start_run",
+    tag = "runs",
+    summary = "Run the deployed version",
+    description = "Sync (default): waits for the run and answers 200 with the run record, \
+        whatever the run's outcome. Async: 202 once the run is durable, with its status URL. \
+        With an `Idempotency-Key`, a repeat answers with the run the key first started.",
+    params(
+        ("id" = String, Path, description = "Workflow id"),
+        StartQuery,
+        // HTTP drops spaces and tabs around a header value; the key is what
+        // is left: 1 to 255 characters, visible ASCII, spaces and tabs.
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to repeat (per workflow, within `idempotency_retention_ms`): 1 to 255 characters of ASCII text (visible characters, spaces, tabs)",
+            pattern = r"^[ \t]*[!-~](?:[ \t!-~]{0,253}[!-~])?[ \t]*$", nullable = false),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context: the run continues the caller's trace (ignored when malformed)", nullable = false),
+    ),
+    request_body(content = StartBody),
+    responses(
+        (status = 200, description = "Sync: the run, ended (any status)", body = RunRecord,
+            headers(("idempotent-replayed" = String, description = "`true` on a repeat of an Idempotency-Key"))),
+        (status = 202, description = "Async: accepted and durable", body = RunAccepted,
+            headers(
+                ("location" = String, description = "The status URL"),
+                ("idempotent-replayed" = String, description = "`true` on a repeat of an Idempotency-Key"),
+            )),
+        (status = 400, description = "`invalid_input` (the fields in `details.fields`), `invalid_json` or `invalid_request`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such workflow", body = ErrorBody),
+        (status = 409, description = "`not_deployed`, `workflow_inactive`, `idempotency_key_reused` or `idempotency_in_progress`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body over `max_body_bytes` or the input over `max_input_bytes`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 429, description = "`queue_full` or `concurrency_limit`", body = ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds"))),
+        (status = 503, description = "`shutting_down`, or `no_workers` (sync)", body = ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds"))),
+        (status = 504, description = "`sync_timeout`: still running; poll `details.status_url`", body = ErrorBody),
+    )
+)]
 pub async fn start(
     st: St,
     caller: Caller,
@@ -48,16 +107,7 @@ pub async fn start(
     headers: HeaderMap,
     ApiJson(body): ApiJson<StartBody>,
 ) -> Result<Response, ApiError> {
-    let sync = match q.mode.as_deref() {
-        None | Some("sync") => true,
-        Some("async") => false,
-        Some(other) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                format!("mode `{other}` is not `sync` or `async`"),
-            ));
-        }
-    };
+    let sync = matches!(q.mode, None | Some(RunMode::Sync));
     if st.is_shutting_down() {
         return Err(reject(
             "shutting_down",
@@ -258,7 +308,11 @@ pub async fn start(
             env,
             push,
         })));
-        let body = json!({"run_id": run_id, "status": RunStatus::Queued, "status_url": status_url});
+        let body = RunAccepted {
+            run_id,
+            status: RunStatus::Queued,
+            status_url: status_url.clone(),
+        };
         return Ok((StatusCode::ACCEPTED, [("location", status_url)], Json(body)).into_response());
     }
 
@@ -329,8 +383,11 @@ async fn replay(
             return Ok(Some(if sync && rec.status.is_terminal() {
                 (replayed, Json(rec)).into_response()
             } else {
-                let body =
-                    json!({"run_id": run_id, "status": rec.status, "status_url": status_url});
+                let body = RunAccepted {
+                    run_id,
+                    status: rec.status,
+                    status_url: status_url.clone(),
+                };
                 (
                     StatusCode::ACCEPTED,
                     [("location", status_url.clone())],
@@ -366,6 +423,20 @@ struct RunDetail {
 }
 
 /// A run: for users who can see its workflow, or its workflow's API key.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}",
+    operation_id = "get_run",
+    tag = "runs",
+    summary = "Read a run: status, input, output, error, attempts, node log, model calls",
+    description = "Users who can see its workflow, or that workflow's API key. A pushed run also has `delivery` (status, attempts, last error).",
+    params(("id" = Uuid, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run", body = RunRecord),
+        (status = 400, description = "`invalid_request`: the id is not a UUID", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such run (or not one the caller may see)", body = ErrorBody),
+    )
+)]
 pub async fn get(
     st: St,
     caller: Caller,
@@ -395,18 +466,29 @@ pub async fn get(
 }
 
 /// The filters the run list and the monitor share.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct FilterQuery {
+    /// Runs of this workflow only.
     pub workflow_id: Option<String>,
+    /// Runs in this status only.
+    #[param(value_type = Option<RunStatus>)]
     pub status: Option<String>,
     /// `sync` or `async`.
+    #[param(value_type = Option<RunMode>)]
     pub trigger: Option<String>,
     /// Accepted at or after (Unix ms).
+    #[param(maximum = 9223372036854775807_u64)]
     pub from_ms: Option<u64>,
-    /// Accepted before (Unix ms).
+    /// Accepted before (Unix ms); after `from_ms`.
+    #[param(maximum = 9223372036854775807_u64)]
     pub to_ms: Option<u64>,
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
+    /// `next_cursor` of the page before (a run id).
+    #[param(value_type = Option<Uuid>)]
     pub cursor: Option<String>,
     /// `newest` (default) or `oldest` first.
     pub sort: Option<String>,
@@ -425,6 +507,16 @@ impl FilterQuery {
                 return Err(ApiError::new(
                     ErrorCode::InvalidRequest,
                     format!("trigger `{t}` is not `sync` or `async`"),
+                ));
+            }
+        }
+        // The store keeps times as SQLite integers (i64): a bound past them
+        // would wrap around and match the wrong runs.
+        for (name, v) in [("from_ms", self.from_ms), ("to_ms", self.to_ms)] {
+            if v.is_some_and(|v| i64::try_from(v).is_err()) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("{name} is out of range (0 to {})", i64::MAX),
                 ));
             }
         }
@@ -461,6 +553,18 @@ impl FilterQuery {
 }
 
 /// Runs of the workflows the caller can see.
+#[utoipa::path(
+    get,
+    path = "/v1/runs",
+    operation_id = "list_runs",
+    tag = "runs",
+    summary = "List runs, newest first (model calls left out)",
+    params(FilterQuery),
+    responses(
+        (status = 200, description = "A page of runs", body = Page<RunRecord>),
+        (status = 400, description = "`invalid_request`: a bad filter, limit or cursor, or an unknown parameter", body = ErrorBody),
+    )
+)]
 pub async fn list(
     st: St,
     who: AuthUser,
@@ -477,10 +581,27 @@ pub async fn list(
     let next = (items.len() == filter.limit as usize)
         .then(|| items.last().map(|r| r.id))
         .flatten();
-    Ok(Json(json!({"items": items, "next_cursor": next})))
+    Ok(Json(Page {
+        items,
+        next_cursor: next.map(|id| id.to_string()),
+    }))
 }
 
 /// Cancels a run (editors and owners of its workflow).
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/cancel",
+    operation_id = "cancel_run",
+    tag = "runs",
+    summary = "Cancel a run; the worker stops the work",
+    params(("id" = Uuid, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run, cancelled", body = RunRecord),
+        (status = 400, description = "`invalid_request`: the id is not a UUID", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such run", body = ErrorBody),
+        (status = 409, description = "`conflict`: the run already ended (its status in `details.status`)", body = ErrorBody),
+    )
+)]
 pub async fn cancel(
     st: St,
     who: AuthUser,

@@ -4,9 +4,11 @@
 //! `required_env` names exactly the variables the definition uses.
 
 use super::auth::AuthUser;
-use super::error::{ApiError, ApiPath};
+use super::error::{ApiError, ApiPath, ErrorBody};
+use super::openapi::WorkflowDefinitionSchema;
 use super::workflows::check;
-use super::St;
+use super::{Page, St};
+use crate::model::Workflow;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
@@ -24,7 +26,7 @@ const SOURCES: &[&str] = &[
 ];
 
 /// A variable a template's workflow needs before it can run.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequiredEnv {
     pub name: String,
@@ -33,7 +35,7 @@ pub struct RequiredEnv {
     pub notes: String,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
     pub id: String,
@@ -41,7 +43,17 @@ pub struct Template {
     pub description: String,
     pub required_env: Vec<RequiredEnv>,
     /// The workflow definition, as `POST /v1/workflows` takes it.
+    #[schema(value_type = WorkflowDefinitionSchema)]
     pub definition: Value,
+}
+
+/// A template as the list shows it: without its definition.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TemplateSummary {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub description: &'static str,
+    pub required_env: &'static [RequiredEnv],
 }
 
 /// Every built-in template, in the order of [`SOURCES`].
@@ -63,17 +75,40 @@ fn find(id: &str) -> Result<&'static Template, ApiError> {
 }
 
 /// `GET /v1/templates`: id, name, description and required variables.
+#[utoipa::path(
+    get,
+    path = "/v1/templates",
+    operation_id = "list_templates",
+    tag = "templates",
+    summary = "List the built-in templates (one page)",
+    responses((status = 200, description = "Every template, without definitions", body = Page<TemplateSummary>))
+)]
 pub async fn list(_who: AuthUser) -> impl IntoResponse {
-    let items: Vec<Value> = all()
+    let items = all()
         .iter()
-        .map(|t| {
-            json!({"id": t.id, "name": t.name, "description": t.description, "required_env": t.required_env})
+        .map(|t| TemplateSummary {
+            id: &t.id,
+            name: &t.name,
+            description: &t.description,
+            required_env: &t.required_env,
         })
         .collect();
-    Json(json!({"items": items, "next_cursor": null}))
+    Json(Page::all(items))
 }
 
 /// `GET /v1/templates/{id}`: the template with its definition.
+#[utoipa::path(
+    get,
+    path = "/v1/templates/{id}",
+    operation_id = "get_template",
+    tag = "templates",
+    summary = "Read a template with its definition",
+    params(("id" = String, Path, description = "Template id")),
+    responses(
+        (status = 200, description = "The template", body = Template),
+        (status = 404, description = "`not_found`: no such template (the ids in `details.templates`)", body = ErrorBody),
+    )
+)]
 pub async fn get(
     _who: AuthUser,
     ApiPath(id): ApiPath<String>,
@@ -81,16 +116,34 @@ pub async fn get(
     Ok(Json(find(&id)?.clone()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct FromTemplateBody {
-    /// The new workflow's name; default: the template definition's.
+pub struct FromTemplateBody {
+    /// The new workflow's name (not blank); default: the template definition's.
+    #[schema(pattern = r"\S")]
     name: Option<String>,
 }
 
 /// `POST /v1/workflows/from-template/{template_id}` with an optional body
 /// `{"name"}`: a new workflow (a draft) from the template. Set the variables
 /// in `required_env`, then deploy it.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/from-template/{template_id}",
+    operation_id = "create_workflow_from_template",
+    tag = "templates",
+    summary = "Create a workflow (a draft) from a template",
+    description = "Set the variables in the template's `required_env`, then deploy it.",
+    params(("template_id" = String, Path, description = "Template id")),
+    request_body(content = Option<FromTemplateBody>, description = "Optional; an empty body keeps the template's name"),
+    responses(
+        (status = 201, description = "Created, not deployed", body = Workflow,
+            headers(("location" = String, description = "The workflow's URL"))),
+        (status = 400, description = "`invalid_json`, `invalid_request`, or `invalid_definition` (e.g. a bad name)", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such template", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+    )
+)]
 pub async fn create_from(
     st: St,
     who: AuthUser,
@@ -105,8 +158,9 @@ pub async fn create_from(
             ApiError::new(ErrorCode::InvalidRequest, e.body_text())
         }
     })?;
-    let b: FromTemplateBody = if body.iter().all(u8::is_ascii_whitespace) {
-        FromTemplateBody { name: None }
+    // No body, or `null`, keeps the template's name.
+    let b: Option<FromTemplateBody> = if body.iter().all(u8::is_ascii_whitespace) {
+        None
     } else {
         serde_json::from_slice(&body).map_err(|e| {
             let code = if e.is_data() {
@@ -118,7 +172,7 @@ pub async fn create_from(
         })?
     };
     let mut definition = t.definition.clone();
-    if let Some(name) = b.name {
+    if let Some(name) = b.and_then(|b| b.name) {
         definition["name"] = json!(name);
     }
     let def = check(&st, &definition)?;

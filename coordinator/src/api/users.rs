@@ -2,16 +2,15 @@
 //! management side of [`crate::access`].
 
 use super::auth::{AuthUser, Caller};
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use super::{page_limit, St};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::{page_limit, Page, St};
 use crate::access::{self, Role};
-use crate::model::{Credential, CredentialKind};
+use crate::model::{AuditEvent, Credential, CredentialKind, Share, User};
 use crate::store::{AuditFilter, NewCredential, ShareRemoval};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use weft_shared::error::ErrorCode;
 use weft_shared::time::now_ms;
@@ -28,6 +27,41 @@ fn check_name(what: &str, name: &str) -> Result<String, ApiError> {
     Ok(name.to_string())
 }
 
+/// A new token or key: its record and its secret, shown this once.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Issued {
+    #[serde(flatten)]
+    pub credential: Credential,
+    /// The secret: send it as `Authorization: Bearer` or `x-api-key`. Only
+    /// its hash is kept; it is never shown again.
+    pub secret: String,
+}
+
+/// A new user and their first token.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserCreated {
+    pub user: User,
+    pub token: Issued,
+}
+
+/// Who is calling.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Me {
+    /// The user (none for an API key).
+    pub user: Option<User>,
+    /// The token or key the request carried.
+    pub credential: Credential,
+}
+
+/// A workflow's sharing with one user, as set.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ShareSet {
+    pub workflow_id: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub role: Role,
+}
+
 /// Creates a credential and returns its record with the secret, which is
 /// shown this once.
 async fn issue(
@@ -37,7 +71,7 @@ async fn issue(
     workflow_id: Option<&str>,
     name: String,
     by: &str,
-) -> Result<Value, ApiError> {
+) -> Result<Issued, ApiError> {
     let secret = access::new_secret(kind);
     let record = Credential {
         id: Uuid::now_v7().to_string(),
@@ -57,28 +91,57 @@ async fn issue(
             record: record.clone(),
         })
         .await?;
-    let mut v = serde_json::to_value(&record).map_err(ApiError::internal)?;
-    v["secret"] = Value::String(secret);
-    Ok(v)
+    Ok(Issued {
+        credential: record,
+        secret,
+    })
 }
 
 // ---- me and users ---------------------------------------------------------
 
 /// Who the caller is: the user, or the API key and its workflow.
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    operation_id = "me",
+    tag = "access",
+    summary = "Who the token belongs to",
+    responses((status = 200, description = "The user (none for an API key) and the credential used", body = Me))
+)]
 pub async fn me(caller: Caller) -> impl IntoResponse {
     let p = &caller.0;
-    Json(json!({"user": p.user, "credential": p.credential}))
+    Json(Me {
+        user: p.user.clone(),
+        credential: p.credential.clone(),
+    })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    /// 1 to 100 characters, unique.
     name: String,
+    /// An admin sees and may do everything.
     #[serde(default)]
     admin: bool,
 }
 
 /// Admins create users; the answer holds the user's first token, shown once.
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    operation_id = "create_user",
+    tag = "access",
+    summary = "Create a user (admins); the answer holds their first token, shown once",
+    request_body(content = NewUser),
+    responses(
+        (status = 201, description = "Created", body = UserCreated,
+            headers(("location" = String, description = "The user's URL"))),
+        (status = 400, description = "`invalid_request` or `invalid_json`", body = ErrorBody),
+        (status = 409, description = "`conflict`: the name is taken", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+    )
+)]
 pub async fn create_user(
     st: St,
     who: AuthUser,
@@ -117,16 +180,35 @@ pub async fn create_user(
     Ok((
         StatusCode::CREATED,
         [("location", format!("/v1/users/{}", user.id))],
-        Json(json!({"user": user, "token": token})),
+        Json(UserCreated { user, token }),
     ))
 }
 
 /// Every user's id and name (to share workflows with them).
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    operation_id = "list_users",
+    tag = "access",
+    summary = "List users (one page)",
+    responses((status = 200, description = "Every user", body = Page<User>))
+)]
 pub async fn list_users(st: St, _who: AuthUser) -> Result<impl IntoResponse, ApiError> {
-    let items = st.store.list_users().await?;
-    Ok(Json(json!({"items": items, "next_cursor": null})))
+    Ok(Json(Page::all(st.store.list_users().await?)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}",
+    operation_id = "get_user",
+    tag = "access",
+    summary = "Read a user",
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
 pub async fn get_user(
     st: St,
     _who: AuthUser,
@@ -152,12 +234,28 @@ fn self_or_admin(who: &AuthUser, user_id: &str) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCredentialBody {
+    /// 1 to 100 characters, to tell it apart.
     name: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users/{id}/tokens",
+    operation_id = "create_user_token",
+    tag = "access",
+    summary = "Create a token for a user (the user or an admin); its secret is shown once",
+    params(("id" = String, Path, description = "User id")),
+    request_body(content = NewCredentialBody),
+    responses(
+        (status = 201, description = "Created", body = Issued),
+        (status = 400, description = "`invalid_request` or `invalid_json`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+    )
+)]
 pub async fn create_token(
     st: St,
     who: AuthUser,
@@ -187,14 +285,22 @@ pub async fn create_token(
         None,
         format!(
             "created token `{}` for user `{}`",
-            token["name"].as_str().unwrap_or_default(),
-            user.name
+            token.credential.name, user.name
         ),
     )
     .await;
     Ok((StatusCode::CREATED, Json(token)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/tokens",
+    operation_id = "list_user_tokens",
+    tag = "access",
+    summary = "A user's tokens (the user or an admin; one page, never the secrets)",
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 200, description = "Every token, revoked ones too", body = Page<Credential>))
+)]
 pub async fn list_tokens(
     st: St,
     who: AuthUser,
@@ -202,9 +308,21 @@ pub async fn list_tokens(
 ) -> Result<impl IntoResponse, ApiError> {
     self_or_admin(&who, &user_id)?;
     let items = st.store.list_credentials(None, Some(&user_id)).await?;
-    Ok(Json(json!({"items": items, "next_cursor": null})))
+    Ok(Json(Page::all(items)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users/{id}/tokens/{token_id}/revoke",
+    operation_id = "revoke_user_token",
+    tag = "access",
+    summary = "Revoke a user's token at once",
+    params(("id" = String, Path, description = "User id"), ("token_id" = String, Path, description = "Token id")),
+    responses(
+        (status = 200, description = "The token, revoked", body = Credential),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
 pub async fn revoke_token(
     st: St,
     who: AuthUser,
@@ -231,6 +349,22 @@ pub async fn revoke_token(
 // ---- API keys -------------------------------------------------------------
 
 /// Editors and owners manage a workflow's API keys.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/keys",
+    operation_id = "create_api_key",
+    tag = "access",
+    summary = "Create an API key for a workflow (editors); its secret is shown once",
+    description = "The key may only start runs of this workflow and read those runs.",
+    params(("id" = String, Path, description = "Workflow id")),
+    request_body(content = NewCredentialBody),
+    responses(
+        (status = 201, description = "Created", body = Issued),
+        (status = 400, description = "`invalid_request` or `invalid_json`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such workflow", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+    )
+)]
 pub async fn create_key(
     st: St,
     who: AuthUser,
@@ -259,14 +393,25 @@ pub async fn create_key(
         Some(&workflow_id),
         format!(
             "created API key `{}` ({})",
-            key["name"].as_str().unwrap_or_default(),
-            key["prefix"].as_str().unwrap_or_default()
+            key.credential.name, key.credential.prefix
         ),
     )
     .await;
     Ok((StatusCode::CREATED, Json(key)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/{id}/keys",
+    operation_id = "list_api_keys",
+    tag = "access",
+    summary = "A workflow's API keys (editors; one page): name, prefix, created, last used, revoked",
+    params(("id" = String, Path, description = "Workflow id")),
+    responses(
+        (status = 200, description = "Every key, revoked ones too; never the secrets", body = Page<Credential>),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
 pub async fn list_keys(
     st: St,
     who: AuthUser,
@@ -274,10 +419,22 @@ pub async fn list_keys(
 ) -> Result<impl IntoResponse, ApiError> {
     st.role(&who, &workflow_id, Role::Editor).await?;
     let items = st.store.list_credentials(Some(&workflow_id), None).await?;
-    Ok(Json(json!({"items": items, "next_cursor": null})))
+    Ok(Json(Page::all(items)))
 }
 
 /// Revokes a key at once: its next request gets 401. It stays listed.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/keys/{key_id}/revoke",
+    operation_id = "revoke_api_key",
+    tag = "access",
+    summary = "Revoke an API key at once (its next request gets 401)",
+    params(("id" = String, Path, description = "Workflow id"), ("key_id" = String, Path, description = "Key id")),
+    responses(
+        (status = 200, description = "The key, revoked", body = Credential),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
 pub async fn revoke_key(
     st: St,
     who: AuthUser,
@@ -303,6 +460,18 @@ pub async fn revoke_key(
 
 // ---- sharing --------------------------------------------------------------
 
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/{id}/shares",
+    operation_id = "list_shares",
+    tag = "access",
+    summary = "Who the workflow is shared with, and as what (one page)",
+    params(("id" = String, Path, description = "Workflow id")),
+    responses(
+        (status = 200, description = "Every share", body = Page<Share>),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
 pub async fn list_shares(
     st: St,
     who: AuthUser,
@@ -310,16 +479,33 @@ pub async fn list_shares(
 ) -> Result<impl IntoResponse, ApiError> {
     st.role(&who, &workflow_id, Role::Viewer).await?;
     let items = st.store.list_shares(&workflow_id).await?;
-    Ok(Json(json!({"items": items, "next_cursor": null})))
+    Ok(Json(Page::all(items)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShareBody {
+    /// `owner`, `editor` or `viewer`.
     role: String,
 }
 
 /// Owners share a workflow with a user as owner, editor or viewer.
+#[utoipa::path(
+    put,
+    path = "/v1/workflows/{id}/shares/{user_id}",
+    operation_id = "put_share",
+    tag = "access",
+    summary = "Share a workflow with a user as owner, editor or viewer (owners)",
+    params(("id" = String, Path, description = "Workflow id"), ("user_id" = String, Path, description = "User id")),
+    request_body(content = ShareBody),
+    responses(
+        (status = 200, description = "Shared", body = ShareSet),
+        (status = 400, description = "`invalid_request`: not a role", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such workflow or user", body = ErrorBody),
+        (status = 409, description = "`conflict`: that would leave no owner", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+    )
+)]
 pub async fn put_share(
     st: St,
     who: AuthUser,
@@ -360,11 +546,27 @@ pub async fn put_share(
         format!("shared with `{}` as {}", user.name, role.as_str()),
     )
     .await;
-    Ok(Json(
-        json!({"workflow_id": workflow_id, "user_id": user.id, "user_name": user.name, "role": role}),
-    ))
+    Ok(Json(ShareSet {
+        workflow_id,
+        user_id: user.id,
+        user_name: user.name,
+        role,
+    }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/workflows/{id}/shares/{user_id}",
+    operation_id = "delete_share",
+    tag = "access",
+    summary = "Stop sharing a workflow with a user (owners)",
+    params(("id" = String, Path, description = "Workflow id"), ("user_id" = String, Path, description = "User id")),
+    responses(
+        (status = 204, description = "No longer shared"),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`conflict`: the workflow's last owner", body = ErrorBody),
+    )
+)]
 pub async fn delete_share(
     st: St,
     who: AuthUser,
@@ -400,21 +602,42 @@ pub async fn delete_share(
 
 // ---- audit log ------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// At or after (Unix ms).
+    #[param(maximum = 9223372036854775807_u64)]
     from_ms: Option<u64>,
+    /// Before (Unix ms).
+    #[param(maximum = 9223372036854775807_u64)]
     to_ms: Option<u64>,
+    /// `auth`, `workflow`, `key`, `sharing`, `env`, `user`, `run`, `system`.
     category: Option<String>,
+    /// E.g. `workflow.deployed`.
     event: Option<String>,
     user_id: Option<String>,
     workflow_id: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
 /// The audit log, newest first. Admins read all of it; other users their
 /// own actions.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    operation_id = "list_audit_events",
+    tag = "access",
+    summary = "The audit log, newest first (admins: all; others: their own events)",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of events", body = Page<AuditEvent>),
+        (status = 400, description = "`invalid_request`: a bad filter, limit or cursor", body = ErrorBody),
+    )
+)]
 pub async fn audit(
     st: St,
     who: AuthUser,
@@ -461,8 +684,8 @@ pub async fn audit(
         limit: page_limit(q.limit)?,
     };
     let items = st.store.list_audit(&filter).await?;
-    let next = (items.len() == filter.limit as usize)
+    let next_cursor = (items.len() == filter.limit as usize)
         .then(|| items.last().map(|e| e.seq.to_string()))
         .flatten();
-    Ok(Json(json!({"items": items, "next_cursor": next})))
+    Ok(Json(Page { items, next_cursor }))
 }

@@ -4,15 +4,16 @@
 //! [`super::AppState::forget`] so the next run request sees it.
 
 use super::auth::AuthUser;
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use super::{page_limit, St};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::openapi::WorkflowDefinitionSchema;
+use super::{page_limit, Page, St};
 use crate::access::Role;
-use crate::model::Workflow;
+use crate::model::{Workflow, WorkflowVersion};
 use crate::store::DeleteOutcome;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use weft_shared::error::ErrorCode;
 use weft_shared::model::WorkflowDefinition;
@@ -56,6 +57,21 @@ pub(super) fn check(st: &St, body: &Value) -> Result<WorkflowDefinition, ApiErro
 }
 
 /// Creates a workflow; the caller becomes its owner.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows",
+    operation_id = "create_workflow",
+    tag = "workflows",
+    summary = "Create a workflow (a draft)",
+    request_body(content = WorkflowDefinitionSchema, description = "The definition; checked as deploy checks it."),
+    responses(
+        (status = 201, description = "Created, not deployed", body = Workflow,
+            headers(("location" = String, description = "The workflow's URL"))),
+        (status = 400, description = "`invalid_definition` (every error in `details.errors`), `invalid_json` or `invalid_request`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over `max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
+    )
+)]
 pub async fn create(
     st: St,
     who: AuthUser,
@@ -79,23 +95,66 @@ pub async fn create(
     ))
 }
 
+/// The answer of `POST /v1/workflows/validate` for a valid definition (an
+/// invalid one is a 400 `invalid_definition`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Validity {
+    /// Always true.
+    valid: bool,
+    /// Always empty.
+    errors: Vec<weft_shared::validate::ValidationError>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/validate",
+    operation_id = "validate_workflow",
+    tag = "workflows",
+    summary = "Check a definition without saving it",
+    request_body(content = WorkflowDefinitionSchema),
+    responses(
+        (status = 200, description = "Valid", body = Validity),
+        (status = 400, description = "`invalid_definition` (every error in `details.errors`), `invalid_json` or `invalid_request`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+    )
+)]
 pub async fn validate(
     st: St,
     _who: AuthUser,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
     check(&st, &body)?;
-    Ok(Json(json!({"valid": true, "errors": []})))
+    Ok(Json(Validity {
+        valid: true,
+        errors: Vec::new(),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// `next_cursor` of the page before.
     cursor: Option<String>,
 }
 
 /// The workflows the caller can see (all, for an admin).
+#[utoipa::path(
+    get,
+    path = "/v1/workflows",
+    operation_id = "list_workflows",
+    tag = "workflows",
+    summary = "List workflows, newest first",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of workflows", body = Page<Workflow>),
+        (status = 400, description = "`invalid_request`: a bad `limit` or an unknown parameter", body = ErrorBody),
+    )
+)]
 pub async fn list(
     st: St,
     who: AuthUser,
@@ -109,9 +168,24 @@ pub async fn list(
     let next = (items.len() == limit as usize)
         .then(|| items.last().map(|w| w.id.clone()))
         .flatten();
-    Ok(Json(json!({"items": items, "next_cursor": next})))
+    Ok(Json(Page {
+        items,
+        next_cursor: next,
+    }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/{id}",
+    operation_id = "get_workflow",
+    tag = "workflows",
+    summary = "Read a workflow (its draft and lifecycle)",
+    params(("id" = String, Path, description = "Workflow id")),
+    responses(
+        (status = 200, description = "The workflow", body = Workflow),
+        (status = 404, description = "`not_found`: no such workflow", body = ErrorBody),
+    )
+)]
 pub async fn get(
     st: St,
     who: AuthUser,
@@ -126,6 +200,23 @@ pub async fn get(
     Ok(Json(wf))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/workflows/{id}",
+    operation_id = "update_workflow",
+    tag = "workflows",
+    summary = "Replace the draft",
+    description = "The deployed version is untouched until the next deploy.",
+    params(("id" = String, Path, description = "Workflow id")),
+    request_body(content = WorkflowDefinitionSchema),
+    responses(
+        (status = 200, description = "The workflow with its new draft", body = Workflow),
+        (status = 400, description = "`invalid_definition` (every error in `details.errors`), `invalid_json` or `invalid_request`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such workflow", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+    )
+)]
 pub async fn update(
     st: St,
     who: AuthUser,
@@ -153,6 +244,19 @@ pub async fn update(
 
 /// Deletes a workflow that is not deployed; a deployed one is refused with
 /// 409 `workflow_deployed`. Editors and owners may delete.
+#[utoipa::path(
+    delete,
+    path = "/v1/workflows/{id}",
+    operation_id = "delete_workflow",
+    tag = "workflows",
+    summary = "Delete a workflow that is not deployed",
+    params(("id" = String, Path, description = "Workflow id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`not_found`: no such workflow", body = ErrorBody),
+        (status = 409, description = "`workflow_deployed`: undeploy it first", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     st: St,
     who: AuthUser,
@@ -198,6 +302,20 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/deploy",
+    operation_id = "deploy_workflow",
+    tag = "workflows",
+    summary = "Publish the draft as the next version (redeploy: the same)",
+    description = "Runs use the new version at once. A draft that no longer validates is refused.",
+    params(("id" = String, Path, description = "Workflow id")),
+    responses(
+        (status = 201, description = "The version published", body = WorkflowVersion),
+        (status = 400, description = "`invalid_definition`: the draft no longer validates", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such workflow", body = ErrorBody),
+    )
+)]
 pub async fn deploy(
     st: St,
     who: AuthUser,
@@ -234,6 +352,18 @@ pub async fn deploy(
 /// Takes the endpoint offline at once: new run requests get 409
 /// `not_deployed`; runs already accepted finish. Versions are kept, and a
 /// later deploy brings the endpoint back. Idempotent.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/undeploy",
+    operation_id = "undeploy_workflow",
+    tag = "workflows",
+    summary = "Take the endpoint offline (idempotent)",
+    params(("id" = String, Path, description = "Workflow id")),
+    responses(
+        (status = 200, description = "The workflow, not deployed", body = Workflow),
+        (status = 404, description = "`not_found`: no such workflow", body = ErrorBody),
+    )
+)]
 pub async fn undeploy(
     st: St,
     who: AuthUser,
@@ -259,6 +389,18 @@ pub async fn undeploy(
 }
 
 /// The active switch on: runs are accepted again (if deployed). Idempotent.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/activate",
+    operation_id = "activate_workflow",
+    tag = "workflows",
+    summary = "The active switch on (idempotent)",
+    params(("id" = String, Path, description = "Workflow id")),
+    responses(
+        (status = 200, description = "The workflow, active", body = Workflow),
+        (status = 404, description = "`not_found`: no such workflow", body = ErrorBody),
+    )
+)]
 pub async fn activate(
     st: St,
     who: AuthUser,
@@ -269,6 +411,18 @@ pub async fn activate(
 
 /// The active switch off: run requests get 409 `workflow_inactive`, deployed
 /// or not; runs already accepted finish. Idempotent.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/deactivate",
+    operation_id = "deactivate_workflow",
+    tag = "workflows",
+    summary = "The active switch off (idempotent): runs get 409 `workflow_inactive`",
+    params(("id" = String, Path, description = "Workflow id")),
+    responses(
+        (status = 200, description = "The workflow, inactive", body = Workflow),
+        (status = 404, description = "`not_found`: no such workflow", body = ErrorBody),
+    )
+)]
 pub async fn deactivate(
     st: St,
     who: AuthUser,
@@ -307,6 +461,18 @@ async fn set_active(
     Ok(Json(wf))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/{id}/versions",
+    operation_id = "list_versions",
+    tag = "workflows",
+    summary = "Deployed versions (one page)",
+    params(("id" = String, Path, description = "Workflow id")),
+    responses(
+        (status = 200, description = "Every version, newest first", body = Page<WorkflowVersion>),
+        (status = 404, description = "`not_found`: no such workflow", body = ErrorBody),
+    )
+)]
 pub async fn versions(
     st: St,
     who: AuthUser,
@@ -316,7 +482,5 @@ pub async fn versions(
     if st.store.get_workflow(&id).await?.is_none() {
         return Err(ApiError::not_found("workflow"));
     }
-    Ok(Json(
-        json!({"items": st.store.list_versions(&id).await?, "next_cursor": null}),
-    ))
+    Ok(Json(Page::all(st.store.list_versions(&id).await?)))
 }

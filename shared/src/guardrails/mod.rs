@@ -66,6 +66,7 @@ pub enum Scanner {
 /// What a finding does to the node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Action {
     /// Fail the node.
     #[default]
@@ -106,6 +107,7 @@ impl PiiKind {
 
 /// One finding. Never carries the matched text itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Finding {
     /// `pii_detection`, `jailbreak_detection`, `toxicity` or `model`.
     pub scanner: String,
