@@ -16,15 +16,15 @@
 # and stops the cluster. Exits non-zero if schemathesis found anything.
 #
 #   WEFT_FUZZ_URL=http://host:port   fuzz a coordinator that is already running instead
+#                                    (then WEFT_TOKEN must be an admin's token)
 #   WEFT_TOKEN=…                     sent as `Authorization: Bearer …` on every request
+#                                    (default for the local cluster: a fresh admin token)
 #   WEFT_FUZZ_EXAMPLES=N             examples per operation (default 50)
 #   WEFT_FUZZ_SEED=N                 reproduce a run (schemathesis prints its seed)
 #
-# The document declares the API's authentication. With WEFT_TOKEN it is sent
-# and checked (`ignored_auth`: requests without it must be refused). Without,
-# the coordinator is taken to run without authentication, as the local cluster
-# does, and the hooks drop the security requirements from the document as
-# loaded (else the fuzzer would make up credentials and expect them refused).
+# The document declares the API's authentication; WEFT_TOKEN is sent and the
+# authentication checked too (`ignored_auth`: requests without it must be
+# refused).
 #
 # Settings (operations where schema-valid is not enough to be valid, the zip
 # hooks) are in loadtest/schemathesis.toml and loadtest/schemathesis_hooks.py.
@@ -49,6 +49,13 @@ if [ ! -x "$VENV/bin/schemathesis" ] || ! cmp -s "$REQ" "$STAMP" 2>/dev/null; th
   cp "$REQ" "$STAMP"
 fi
 
+# Every /v1 request needs a token: the local cluster's admin gets this one.
+if [ -z "${WEFT_FUZZ_URL:-}" ]; then
+  WEFT_TOKEN="${WEFT_TOKEN:-$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')}"
+  export WEFT_TOKEN
+elif [ -z "${WEFT_TOKEN:-}" ]; then
+  die "set WEFT_TOKEN to an admin's token of the coordinator at $WEFT_FUZZ_URL"
+fi
 CLUSTER_PID=""
 stop_cluster() {
   if [ -n "$CLUSTER_PID" ]; then

@@ -1,11 +1,8 @@
 """schemathesis hooks for loadtest/schemathesis.sh (loaded by schemathesis.toml).
 
 Authentication: the document declares it (a bearer token or `x-api-key` on
-`/v1/**`). With WEFT_TOKEN set the script sends it and every check runs,
-`ignored_auth` included. Without, the coordinator is taken to run without
-authentication (as the local cluster does): the security requirements are
-dropped from the document as loaded, so the fuzzer neither makes up
-credentials nor expects them to be checked.
+`/v1/**`); the script always sends WEFT_TOKEN (the coordinator requires one),
+and every check runs, `ignored_auth` included.
 
 Export and import carry zip archives (`application/zip`), which schemathesis
 cannot send or read by itself:
@@ -19,23 +16,12 @@ cannot send or read by itself:
 
 import io
 import json
-import os
 import zipfile
 
 import schemathesis
 
 
 
-@schemathesis.hook
-def before_load_schema(context, raw_schema):
-    if os.environ.get("WEFT_TOKEN"):
-        return
-    for item in raw_schema.get("paths", {}).values():
-        for op in item.values():
-            if isinstance(op, dict):
-                op.pop("security", None)
-    raw_schema.pop("security", None)
-    raw_schema.get("components", {}).pop("securitySchemes", None)
 
 
 schemathesis.serializer.alias("application/zip", "application/octet-stream")

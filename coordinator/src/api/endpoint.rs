@@ -42,12 +42,14 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Er
 #[serde(deny_unknown_fields)]
 pub struct PutBody {
     /// `both` (default), `sync` or `async`.
+    #[schema(pattern = "^(both|sync|async)$")]
     mode: Option<String>,
     /// 60000–300000; default 180000.
+    #[schema(minimum = 60000, maximum = 300000)]
     sync_timeout_ms: Option<u64>,
     /// 60000–600000, or `null` for none; default 180000.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u64>)]
+    #[schema(value_type = Option<u64>, minimum = 60000, maximum = 600000)]
     async_timeout_ms: Option<Option<u64>>,
     /// The async-push target; `null` or left out: no push.
     push: Option<PushBody>,

@@ -73,6 +73,7 @@ pub async fn resume(
 /// The resume request, for the document (the handler parses the bytes
 /// itself, to tell a missing `value` from `null`).
 #[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct ResumeBody {
     /// The waiting node; may be left out when one node waits.

@@ -120,6 +120,11 @@ pub async fn me(caller: Caller) -> impl IntoResponse {
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     /// 1 to 100 characters, unique.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
     /// An admin sees and may do everything.
     #[serde(default)]
@@ -238,6 +243,11 @@ fn self_or_admin(who: &AuthUser, user_id: &str) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct NewCredentialBody {
     /// 1 to 100 characters, to tell it apart.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
 }
 
@@ -486,6 +496,7 @@ pub async fn list_shares(
 #[serde(deny_unknown_fields)]
 pub struct ShareBody {
     /// `owner`, `editor` or `viewer`.
+    #[schema(value_type = Role)]
     role: String,
 }
 
@@ -643,6 +654,14 @@ pub async fn audit(
     who: AuthUser,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
+    for (name, v) in [("from_ms", q.from_ms), ("to_ms", q.to_ms)] {
+        if v.is_some_and(|v| v > i64::MAX as u64) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("{name} is out of range (0 to {})", i64::MAX),
+            ));
+        }
+    }
     if let (Some(f), Some(t)) = (q.from_ms, q.to_ms) {
         if f >= t {
             return Err(ApiError::new(
