@@ -826,37 +826,10 @@ async fn pending_deliveries_are_made_after_a_coordinator_restart() {
     c.shutdown().await;
 }
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_and_secret_are_not_logged_nor_stored_in_clear_and_survive_a_key_rotation() {
-    let logs = Capture::default();
     // Everything at trace, through the filter the binaries use.
-    std::env::set_var("RUST_LOG", "trace");
-    tracing_subscriber::fmt()
-        .with_env_filter(weft_shared::telemetry::log_filter("trace"))
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .try_init()
-        .expect("this test's process has no other subscriber");
+    let logs = LogCapture::install();
     let mut c = Cluster::start_with(1, quick_retries).await;
     // A failure first, so the retry path logs too.
     let rx = Receiver::start(&[500], 200).await;
@@ -902,7 +875,7 @@ async fn the_token_and_secret_are_not_logged_nor_stored_in_clear_and_survive_a_k
     assert!(!stored.is_empty());
     c.shutdown().await;
 
-    let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let logged = logs.text();
     assert!(
         logged.contains("push delivery ended"),
         "push logs were captured"

@@ -7,40 +7,11 @@ mod common;
 use common::testapi::TestApi;
 use common::*;
 use serde_json::json;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secure_variable_is_used_but_never_shown_logged_or_stored_in_clear() {
-    let logs = Capture::default();
     // Everything at trace, through the filter the binaries use.
-    std::env::set_var("RUST_LOG", "trace");
-    tracing_subscriber::fmt()
-        .with_env_filter(weft_shared::telemetry::log_filter("trace"))
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .try_init()
-        .expect("this test's process has no other subscriber");
+    let logs = LogCapture::install();
     let secret = format!("sk-weft-{}", uuid::Uuid::now_v7().simple());
     let c = Cluster::start(1).await;
     let srv = TestApi::start().await;
@@ -114,7 +85,7 @@ async fn a_secure_variable_is_used_but_never_shown_logged_or_stored_in_clear() {
             "an API response shows the secret: {body}"
         );
     }
-    let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let logged = logs.text();
     assert!(logged.len() > 1000, "trace logs were captured");
     let leaks: Vec<&str> = logged
         .lines()

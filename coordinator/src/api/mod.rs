@@ -471,3 +471,25 @@ pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
         )),
     }
 }
+
+/// `from_ms`/`to_ms` filters: each fits the store's integers (i64; beyond,
+/// it would wrap around and match the wrong rows), and `from_ms` < `to_ms`.
+pub(crate) fn check_time_range(from_ms: Option<u64>, to_ms: Option<u64>) -> Result<(), ApiError> {
+    for (name, v) in [("from_ms", from_ms), ("to_ms", to_ms)] {
+        if v.is_some_and(|v| i64::try_from(v).is_err()) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("{name} is out of range (0 to {})", i64::MAX),
+            ));
+        }
+    }
+    if let (Some(f), Some(t)) = (from_ms, to_ms) {
+        if f >= t {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "from_ms must be before to_ms",
+            ));
+        }
+    }
+    Ok(())
+}

@@ -510,24 +510,7 @@ impl FilterQuery {
                 ));
             }
         }
-        // The store keeps times as SQLite integers (i64): a bound past them
-        // would wrap around and match the wrong runs.
-        for (name, v) in [("from_ms", self.from_ms), ("to_ms", self.to_ms)] {
-            if v.is_some_and(|v| i64::try_from(v).is_err()) {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("{name} is out of range (0 to {})", i64::MAX),
-                ));
-            }
-        }
-        if let (Some(f), Some(t)) = (self.from_ms, self.to_ms) {
-            if f >= t {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidRequest,
-                    "from_ms must be before to_ms",
-                ));
-            }
-        }
+        super::check_time_range(self.from_ms, self.to_ms)?;
         let oldest_first = match self.sort.as_deref() {
             None | Some("newest") => false,
             Some("oldest") => true,

@@ -654,22 +654,7 @@ pub async fn audit(
     who: AuthUser,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    for (name, v) in [("from_ms", q.from_ms), ("to_ms", q.to_ms)] {
-        if v.is_some_and(|v| v > i64::MAX as u64) {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                format!("{name} is out of range (0 to {})", i64::MAX),
-            ));
-        }
-    }
-    if let (Some(f), Some(t)) = (q.from_ms, q.to_ms) {
-        if f >= t {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                "from_ms must be before to_ms",
-            ));
-        }
-    }
+    super::check_time_range(q.from_ms, q.to_ms)?;
     let user_id = if who.user.admin {
         q.user_id
     } else {

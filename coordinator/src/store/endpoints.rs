@@ -332,12 +332,7 @@ impl Store {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Uuid::parse_str(&r.try_get::<String, _>("run_id")?)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))
-            })
-            .collect()
+        rows.iter().map(run_id_of).collect()
     }
 
     /// Runs with a pending delivery (recovered runs that must push on end).
@@ -347,11 +342,12 @@ impl Store {
         let rows = sqlx::query("SELECT run_id FROM push_deliveries WHERE status = 'pending'")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Uuid::parse_str(&r.try_get::<String, _>("run_id")?)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))
-            })
-            .collect()
+        rows.iter().map(run_id_of).collect()
     }
+}
+
+/// The `run_id` column of a row.
+fn run_id_of(r: &SqliteRow) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(&r.try_get::<String, _>("run_id")?)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }

@@ -516,3 +516,45 @@ impl Cluster {
         )
     }
 }
+
+/// Every log line of this process, at trace, through the filter the binaries
+/// ship: for tests that prove a secret never reaches the logs. Call it once,
+/// first, in a test that owns its process (nextest runs each test alone).
+#[derive(Clone, Default)]
+pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    pub fn install() -> LogCapture {
+        let logs = LogCapture::default();
+        std::env::set_var("RUST_LOG", "trace");
+        tracing_subscriber::fmt()
+            .with_env_filter(weft_shared::telemetry::log_filter("trace"))
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .try_init()
+            .expect("this test's process has no other subscriber");
+        logs
+    }
+
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+    fn make_writer(&'a self) -> LogCapture {
+        self.clone()
+    }
+}
