@@ -31,8 +31,8 @@ pub struct CoordinatorConfig {
     pub endpoint_min_timeout_ms: u64,
     /// Let push URLs point at loopback, private and link-local addresses
     /// (off: the coordinator does not post into its own network, e.g. the
-    /// cloud metadata address). Only names given as IP literals or
-    /// `localhost` are checked, not what a DNS name resolves to.
+    /// cloud metadata address): IP literals and `localhost` are refused when
+    /// configured, and names resolving only inside at connection time.
     pub push_allow_private_targets: bool,
     /// Async push: how long a failing delivery is retried, from its first
     /// attempt; then it is marked `failed`.

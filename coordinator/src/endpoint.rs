@@ -230,16 +230,7 @@ pub fn check_push_url(url: &str, allow_private: bool) -> Result<(), FieldError> 
         Some(h) => h.trim_start_matches('[').trim_end_matches(']'),
     };
     let internal = match host.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(ip)) => internal_v4(ip),
-        Ok(std::net::IpAddr::V6(ip)) => {
-            ip.to_ipv4_mapped().is_some_and(internal_v4)
-                || ip.is_loopback()
-                || ip.is_unspecified()
-                || ip.is_multicast()
-                // fc00::/7 (unique local) and fe80::/10 (link-local).
-                || (ip.segments()[0] & 0xfe00) == 0xfc00
-                || (ip.segments()[0] & 0xffc0) == 0xfe80
-        }
+        Ok(ip) => is_internal(ip),
         Err(_) => {
             let d = host.trim_end_matches('.').to_ascii_lowercase();
             d == "localhost" || d.ends_with(".localhost")
@@ -251,6 +242,24 @@ pub fn check_push_url(url: &str, allow_private: bool) -> Result<(), FieldError> 
         ));
     }
     Ok(())
+}
+
+/// An address inside the coordinator's own network, which push does not
+/// post to unless `push_allow_private_targets`: loopback, private, unique
+/// local, link-local (cloud metadata), shared, unspecified, multicast.
+pub fn is_internal(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(ip) => internal_v4(ip),
+        std::net::IpAddr::V6(ip) => {
+            ip.to_ipv4_mapped().is_some_and(internal_v4)
+                || ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                // fc00::/7 (unique local) and fe80::/10 (link-local).
+                || (ip.segments()[0] & 0xfe00) == 0xfc00
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
 }
 
 /// Loopback, private, link-local (cloud metadata), shared, unspecified,

@@ -53,6 +53,8 @@ pub const SIGNATURE_HEADER: &str = "weft-signature";
 
 #[derive(Clone, Debug)]
 pub struct PushConfig {
+    /// Post to internal addresses too (`push_allow_private_targets`).
+    pub allow_private: bool,
     pub retry_for: Duration,
     pub attempt_timeout: Duration,
     pub min_backoff: Duration,
@@ -63,6 +65,7 @@ pub struct PushConfig {
 impl PushConfig {
     pub fn from_config(c: &crate::CoordinatorConfig) -> PushConfig {
         PushConfig {
+            allow_private: c.push_allow_private_targets,
             retry_for: Duration::from_millis(c.push_retry_for_ms),
             attempt_timeout: Duration::from_millis(c.push_attempt_timeout_ms),
             min_backoff: Duration::from_millis(c.push_backoff_min_ms),
@@ -95,6 +98,32 @@ struct Ctx {
     stop: CancellationToken,
 }
 
+/// Resolves push hosts to their public addresses only. The URL was checked
+/// when configured, but a DNS name can point inside the network, or be
+/// rebound there later: the connection is refused then, not just the URL.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<std::net::SocketAddr> = found
+                .into_iter()
+                .filter(|a| !crate::endpoint::is_internal(a.ip()))
+                .collect();
+            if public.is_empty() {
+                return Err(format!(
+                    "{host} resolves to no public address (push_allow_private_targets is off)"
+                )
+                .into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// Starts the deliverer; it stops with `stop`.
 pub fn spawn(
     cfg: PushConfig,
@@ -102,14 +131,16 @@ pub fn spawn(
     crypto: Crypto,
     stop: CancellationToken,
 ) -> Result<PushHandle, String> {
-    let http = reqwest::Client::builder()
+    let mut http = reqwest::Client::builder()
         .user_agent(concat!("weft-coordinator/", env!("CARGO_PKG_VERSION")))
         // A redirect is an answer that is not 2xx: the token is not
         // carried anywhere else.
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(cfg.attempt_timeout)
-        .build()
-        .map_err(|e| format!("push HTTP client: {e}"))?;
+        .connect_timeout(cfg.attempt_timeout);
+    if !cfg.allow_private {
+        http = http.dns_resolver(Arc::new(PublicOnly));
+    }
+    let http = http.build().map_err(|e| format!("push HTTP client: {e}"))?;
     let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
     let ctx = Arc::new(Ctx {
         permits: Semaphore::new(cfg.concurrency.max(1)),
@@ -446,6 +477,19 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn names_that_resolve_inside_the_network_are_refused() {
+        use reqwest::dns::Resolve;
+        use std::str::FromStr;
+        let name = reqwest::dns::Name::from_str("localhost").unwrap();
+        let err = PublicOnly
+            .resolve(name)
+            .await
+            .err()
+            .expect("localhost is refused");
+        assert!(err.to_string().contains("no public address"), "{err}");
+    }
 
     #[test]
     fn the_signature_is_hmac_sha256_of_t_dot_body() {
