@@ -1412,15 +1412,7 @@ pub async fn listen(
             let (tx, rx) = oneshot::channel();
             let run_id = c.run_id;
             h.send(Cmd::Checkpoint(Box::new(c), tx));
-            let nats = n.clone();
-            tokio::spawn(async move {
-                // Ack only once durable: the worker sends it again until then.
-                if let (Ok(true), Some(reply)) = (rx.await, msg.reply) {
-                    if let Ok(bytes) = wire::encode(&weft_shared::wire::ResultAck { run_id }) {
-                        let _ = nats.publish(reply, bytes).await;
-                    }
-                }
-            });
+            ack_when_durable(n.clone(), msg.reply, run_id, rx);
         }
     });
     let h = handle.clone();
@@ -1472,16 +1464,25 @@ pub async fn listen(
             let (tx, rx) = oneshot::channel();
             let run_id = r.run_id;
             handle.send(Cmd::Result(Box::new(r), tx));
-            let nats = nats.clone();
-            tokio::spawn(async move {
-                // Ack only once durable: a worker that hears nothing sends again.
-                if let (Ok(true), Some(reply)) = (rx.await, msg.reply) {
-                    if let Ok(bytes) = wire::encode(&weft_shared::wire::ResultAck { run_id }) {
-                        let _ = nats.publish(reply, bytes).await;
-                    }
-                }
-            });
+            ack_when_durable(nats.clone(), msg.reply, run_id, rx);
         }
     });
     Ok(())
+}
+
+/// Acks a worker's result or checkpoint once the dispatcher says it is
+/// durable; a worker that hears nothing sends it again.
+fn ack_when_durable(
+    nats: async_nats::Client,
+    reply: Option<async_nats::Subject>,
+    run_id: Uuid,
+    durable: oneshot::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        if let (Ok(true), Some(reply)) = (durable.await, reply) {
+            if let Ok(bytes) = wire::encode(&weft_shared::wire::ResultAck { run_id }) {
+                let _ = nats.publish(reply, bytes).await;
+            }
+        }
+    });
 }
