@@ -136,7 +136,7 @@ pub async fn run_with(
         let shared = shared.clone();
         tokio::spawn(async move {
             while let Some(r) = results_rx.recv().await {
-                shared.unacked.fetch_add(1, Ordering::Relaxed);
+                // Counted in `unacked` by `on_end`, before the run left `inflight`.
                 tokio::spawn(deliver(nats.clone(), subject.clone(), r, shared.clone()));
             }
         });
@@ -150,7 +150,6 @@ pub async fn run_with(
         let shared = shared.clone();
         tokio::spawn(async move {
             while let Some(c) = checkpoints_rx.recv().await {
-                shared.unacked.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(deliver(nats.clone(), subject.clone(), c, shared.clone()));
             }
         });
@@ -174,13 +173,19 @@ pub async fn run_with(
             results: results_tx,
             progress: progress_tx,
             checkpoints: checkpoints_tx,
+            // Called once per run, right after its result (or checkpoint) was
+            // queued for delivery. The result is counted as unacknowledged
+            // *before* the run stops counting as in flight: counted only when
+            // the delivery task picked it up, a drain could see both counters
+            // at 0 in between, exit, and lose the last run's result.
             on_end: Box::new(move |run_id| {
+                shared.unacked.fetch_add(1, Ordering::SeqCst);
                 if let Ok(mut m) = shared.runs.lock() {
                     m.remove(&run_id);
                 }
                 let n = shared
                     .inflight
-                    .fetch_sub(1, Ordering::Relaxed)
+                    .fetch_sub(1, Ordering::SeqCst)
                     .saturating_sub(1);
                 ::metrics::gauge!(metrics::WORKER_INFLIGHT).set(n as f64);
             }),
@@ -392,8 +397,8 @@ pub async fn run_with(
     shared.draining.store(true, Ordering::Relaxed);
     beat().await;
     let grace = Instant::now() + Duration::from_millis(config.drain_grace_ms);
-    while (shared.inflight.load(Ordering::Relaxed) > 0
-        || shared.unacked.load(Ordering::Relaxed) > 0)
+    // `inflight` first: a run leaving it was counted in `unacked` before.
+    while (shared.inflight.load(Ordering::SeqCst) > 0 || shared.unacked.load(Ordering::SeqCst) > 0)
         && Instant::now() < grace
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
