@@ -1377,97 +1377,75 @@ pub async fn listen(
     subjects: &Subjects,
     handle: DispatchHandle,
 ) -> Result<(), async_nats::SubscribeError> {
-    use futures::StreamExt;
-    let mut hb = nats.subscribe(subjects.heartbeat()).await?;
-    let mut dereg = nats.subscribe(subjects.deregister()).await?;
-    let mut results = nats
-        .queue_subscribe(
-            subjects.results(),
-            weft_shared::subjects::RESULTS_QUEUE_GROUP.into(),
-        )
-        .await?;
-    let mut progress = nats
-        .queue_subscribe(
-            subjects.progress(),
-            weft_shared::subjects::RESULTS_QUEUE_GROUP.into(),
-        )
-        .await?;
-    let mut checkpoints = nats
-        .queue_subscribe(
-            subjects.checkpoints(),
-            weft_shared::subjects::RESULTS_QUEUE_GROUP.into(),
-        )
-        .await?;
+    let group = || weft_shared::subjects::RESULTS_QUEUE_GROUP.to_string();
+    let h = handle.clone();
+    forward::<Heartbeat>(
+        nats.subscribe(subjects.heartbeat()).await?,
+        "heartbeat",
+        move |beat, _| {
+            h.send(Cmd::Heartbeat(beat));
+        },
+    );
+    let h = handle.clone();
+    forward::<weft_shared::wire::Deregister>(
+        nats.subscribe(subjects.deregister()).await?,
+        "deregister",
+        move |d, _| {
+            h.send(Cmd::Deregister(d.worker_id));
+        },
+    );
+    let h = handle.clone();
+    forward::<RunProgress>(
+        nats.queue_subscribe(subjects.progress(), group()).await?,
+        "progress",
+        move |p, _| {
+            h.send(Cmd::Progress(p));
+        },
+    );
     let (h, n) = (handle.clone(), nats.clone());
-    tokio::spawn(async move {
-        while let Some(msg) = checkpoints.next().await {
-            let c = match wire::decode::<RunCheckpoint>(&msg.payload) {
-                Ok(c) => c,
-                Err(e) => {
-                    metrics::counter!(m::WIRE_ERRORS, "subject" => "checkpoints").increment(1);
-                    tracing::debug!(error = %e, "dropped bad checkpoint");
-                    continue;
-                }
-            };
+    forward::<RunCheckpoint>(
+        nats.queue_subscribe(subjects.checkpoints(), group())
+            .await?,
+        "checkpoints",
+        move |c, reply| {
             let (tx, rx) = oneshot::channel();
             let run_id = c.run_id;
             h.send(Cmd::Checkpoint(Box::new(c), tx));
-            ack_when_durable(n.clone(), msg.reply, run_id, rx);
-        }
-    });
-    let h = handle.clone();
-    tokio::spawn(async move {
-        while let Some(msg) = progress.next().await {
-            match wire::decode::<RunProgress>(&msg.payload) {
-                Ok(p) => {
-                    h.send(Cmd::Progress(p));
-                }
-                Err(_) => metrics::counter!(m::WIRE_ERRORS, "subject" => "progress").increment(1),
-            }
-        }
-    });
-    let h = handle.clone();
-    tokio::spawn(async move {
-        while let Some(msg) = hb.next().await {
-            match wire::decode::<Heartbeat>(&msg.payload) {
-                Ok(beat) => {
-                    h.send(Cmd::Heartbeat(beat));
-                }
-                Err(e) => {
-                    metrics::counter!(m::WIRE_ERRORS, "subject" => "heartbeat").increment(1);
-                    tracing::debug!(error = %e, "dropped bad heartbeat");
-                }
-            }
-        }
-    });
-    let h = handle.clone();
-    tokio::spawn(async move {
-        while let Some(msg) = dereg.next().await {
-            match wire::decode::<weft_shared::wire::Deregister>(&msg.payload) {
-                Ok(d) => {
-                    h.send(Cmd::Deregister(d.worker_id));
-                }
-                Err(_) => metrics::counter!(m::WIRE_ERRORS, "subject" => "deregister").increment(1),
-            }
-        }
-    });
-    tokio::spawn(async move {
-        while let Some(msg) = results.next().await {
-            let r = match wire::decode::<RunResult>(&msg.payload) {
-                Ok(r) => r,
-                Err(e) => {
-                    metrics::counter!(m::WIRE_ERRORS, "subject" => "results").increment(1);
-                    tracing::debug!(error = %e, "dropped bad result");
-                    continue;
-                }
-            };
+            ack_when_durable(n.clone(), reply, run_id, rx);
+        },
+    );
+    forward::<RunResult>(
+        nats.queue_subscribe(subjects.results(), group()).await?,
+        "results",
+        move |r, reply| {
             let (tx, rx) = oneshot::channel();
             let run_id = r.run_id;
             handle.send(Cmd::Result(Box::new(r), tx));
-            ack_when_durable(nats.clone(), msg.reply, run_id, rx);
+            ack_when_durable(nats.clone(), reply, run_id, rx);
+        },
+    );
+    Ok(())
+}
+
+/// Decodes every message of `sub` as a `T` and hands it (with its reply
+/// subject) to `on`; garbage is counted under `subject` and dropped.
+fn forward<T: wire::Message + Send + 'static>(
+    mut sub: async_nats::Subscriber,
+    subject: &'static str,
+    mut on: impl FnMut(T, Option<async_nats::Subject>) + Send + 'static,
+) {
+    use futures::StreamExt;
+    tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            match wire::decode::<T>(&msg.payload) {
+                Ok(t) => on(t, msg.reply),
+                Err(e) => {
+                    metrics::counter!(m::WIRE_ERRORS, "subject" => subject).increment(1);
+                    tracing::debug!(error = %e, subject, "dropped a message that does not decode");
+                }
+            }
         }
     });
-    Ok(())
 }
 
 /// Acks a worker's result or checkpoint once the dispatcher says it is

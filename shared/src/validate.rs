@@ -93,21 +93,27 @@ impl Plan {
     /// Checks a run's input against the input node's schema, listing every
     /// mismatch by field. Values are not echoed back (they may be secret).
     pub fn check_input(&self, input: &Value) -> Result<(), Vec<InputError>> {
-        let Some(v) = &self.input_schema else {
-            return Ok(());
-        };
-        let errors: Vec<InputError> = v
-            .iter_errors(input)
-            .map(|e| InputError {
-                field: e.instance_path().to_string(),
-                message: e.masked().to_string(),
-            })
-            .collect();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
+        match &self.input_schema {
+            Some(v) => schema_errors(v, input),
+            None => Ok(()),
         }
+    }
+}
+
+/// Every mismatch of `value` against a compiled schema, by field; values are
+/// not echoed back (`masked`).
+fn schema_errors(v: &jsonschema::Validator, value: &Value) -> Result<(), Vec<InputError>> {
+    let errors: Vec<InputError> = v
+        .iter_errors(value)
+        .map(|e| InputError {
+            field: e.instance_path().to_string(),
+            message: e.masked().to_string(),
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
     }
 }
 
@@ -121,18 +127,7 @@ pub fn check_against_schema(schema: &Value, value: &Value) -> Result<(), Vec<Inp
             message: format!("the schema does not compile: {e}"),
         }]
     })?;
-    let errors: Vec<InputError> = validator
-        .iter_errors(value)
-        .map(|e| InputError {
-            field: e.instance_path().to_string(),
-            message: e.masked().to_string(),
-        })
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
-    }
+    schema_errors(&validator, value)
 }
 
 fn valid_id(id: &str) -> bool {

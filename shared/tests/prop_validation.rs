@@ -5,6 +5,9 @@
 //! the id of a node of the document. What validates has one input, one output
 //! and no cycle (checked here by an independent DFS over the JSON).
 
+mod common;
+
+use common::cases;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -932,18 +935,6 @@ fn check(def: &Value) -> Result<bool, TestCaseError> {
             );
             unreachable!()
         }
-    }
-}
-
-fn cases(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
     }
 }
 

@@ -4,6 +4,9 @@
 //! or sent as the wrong kind — is an error or a value, never a panic; what
 //! decodes re-encodes.
 
+mod common;
+
+use common::cases;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::fmt::Debug;
@@ -678,18 +681,6 @@ fn apply(bytes: &mut Vec<u8>, d: &Damage) {
             bytes.drain(at..end);
         }
         _ => {}
-    }
-}
-
-fn cases(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
     }
 }
 
