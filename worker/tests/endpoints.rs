@@ -140,6 +140,22 @@ async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Points the draft's push at `rx` with the test token; the signing secret,
+/// shown this once.
+async fn push_to(c: &Cluster, wf: &str, rx: &Receiver) -> String {
+    let (s, ep) = put_endpoint(
+        c,
+        wf,
+        json!({"push": {"url": rx.url, "access_token": TOKEN}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{ep}");
+    ep["signing_secret"]
+        .as_str()
+        .expect("the secret, once")
+        .to_string()
+}
+
 async fn put_endpoint(c: &Cluster, wf: &str, body: Value) -> (u16, Value) {
     send(
         c.http
@@ -319,13 +335,7 @@ async fn a_push_that_keeps_failing_is_marked_failed_after_its_window_and_the_run
     .await;
     let rx = Receiver::start(&[], 503).await;
     let id = create(&c, &one_script("return 7", 10_000, None)).await;
-    let (s, ep) = put_endpoint(
-        &c,
-        &id,
-        json!({"push": {"url": rx.url, "access_token": TOKEN}}),
-    )
-    .await;
-    assert_eq!(s, 200, "{ep}");
+    push_to(&c, &id, &rx).await;
     deploy(&c, &id).await;
     let run_id = c.submit(&id, json!({})).await;
     let pending = c
@@ -772,14 +782,7 @@ async fn pending_deliveries_are_made_after_a_coordinator_restart() {
     .await;
     let rx = Receiver::start(&[], 503).await;
     let id = create(&c, &busy(20_000)).await;
-    let (s, ep) = put_endpoint(
-        &c,
-        &id,
-        json!({"push": {"url": rx.url, "access_token": TOKEN}}),
-    )
-    .await;
-    assert_eq!(s, 200, "{ep}");
-    let secret = ep["signing_secret"].as_str().unwrap().to_string();
+    let secret = push_to(&c, &id, &rx).await;
     deploy(&c, &id).await;
 
     // One run ended, its delivery failing and pending; one still running.
@@ -834,14 +837,7 @@ async fn the_token_and_secret_are_not_logged_nor_stored_in_clear_and_survive_a_k
     // A failure first, so the retry path logs too.
     let rx = Receiver::start(&[500], 200).await;
     let id = create(&c, &one_script("return 1", 10_000, None)).await;
-    let (s, ep) = put_endpoint(
-        &c,
-        &id,
-        json!({"push": {"url": rx.url, "access_token": TOKEN}}),
-    )
-    .await;
-    assert_eq!(s, 200, "{ep}");
-    let secret = ep["signing_secret"].as_str().unwrap().to_string();
+    let secret = push_to(&c, &id, &rx).await;
     deploy(&c, &id).await;
     let run_id = c.submit(&id, json!({})).await;
     wait_delivered(&c, &run_id).await;
