@@ -10,7 +10,8 @@
 #                                  # load with faults injected (see "chaos" below)
 #
 # Ports (override with env): WEFT_HTTP_PORT=8080, WEFT_NATS_PORT=4222,
-# worker metrics on 9091 and 9092. State and logs go to .weft-local/.
+# worker metrics on 9091, 9092, …; WEFT_WORKERS=2 workers. State and logs go
+# to .weft-local/.
 # Children run in their own sessions (setsid), so Ctrl-C reaches only this
 # script, which stops them in order: workers drain first, NATS goes last.
 # Build profile: WEFT_PROFILE=dev (default, shared with the tests) or release.
@@ -40,6 +41,7 @@ cd "$(dirname "$0")/.."
 MODE="${1:-demo}"
 HTTP_PORT="${WEFT_HTTP_PORT:-8080}"
 NATS_PORT="${WEFT_NATS_PORT:-4222}"
+WORKERS="${WEFT_WORKERS:-2}"
 PROFILE="${WEFT_PROFILE:-dev}"
 STATE=".weft-local"
 BASE="http://127.0.0.1:$HTTP_PORT"
@@ -139,20 +141,20 @@ export WEFT_NATS_URL="nats://127.0.0.1:$NATS_PORT"
 WEFT_HTTP_ADDR="127.0.0.1:$HTTP_PORT" WEFT_DATABASE_URL="sqlite://$STATE/weft.db" WEFT_ADMIN_TOKEN="$WEFT_TOKEN" \
   setsid "$TARGET/weft-coordinator" >"$STATE/coordinator.log" 2>&1 &
 PIDS+=($!)
-for i in 1 2; do
+for i in $(seq 1 "$WORKERS"); do
   WEFT_WORKER_ID="worker-$i" WEFT_METRICS_ADDR="127.0.0.1:909$i" \
     setsid "$TARGET/weft-worker" >"$STATE/worker-$i.log" 2>&1 &
   PIDS+=($!)
 done
 
-say "waiting for the coordinator and two workers"
+say "waiting for the coordinator and $WORKERS worker(s)"
 for _ in $(seq 1 100); do
   n=$(curl -sf "${AUTH[@]}" "$BASE/v1/workers" 2>/dev/null | python3 -c 'import sys,json; print(len(json.load(sys.stdin)["items"]))' 2>/dev/null || echo 0)
-  [ "$n" = 2 ] && break
+  [ "$n" = "$WORKERS" ] && break
   sleep 0.1
 done
-[ "${n:-0}" = 2 ] || die "cluster did not come up; see $STATE/*.log"
-say "up: NATS $WEFT_NATS_URL, coordinator $BASE, workers worker-1 and worker-2"
+[ "${n:-0}" = "$WORKERS" ] || die "cluster did not come up; see $STATE/*.log"
+say "up: NATS $WEFT_NATS_URL, coordinator $BASE, $WORKERS worker(s) (worker-1…)"
 
 if [ "$MODE" = demo ]; then
   WF=$(curl -sf "${AUTH[@]}" -X POST "$BASE/v1/workflows" -H 'content-type: application/json' --data @docs/examples/triage.json \

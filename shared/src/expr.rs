@@ -8,6 +8,15 @@ use serde_json::Value;
 /// The variables an expression may name.
 pub const CONTEXT_ROOTS: &[&str] = &["input", "steps", "env"];
 
+/// A root context holding CEL's standard library, built once:
+/// `Context::default()` builds the library again for every evaluation, which
+/// cost more than evaluating a typical expression. Each evaluation binds its
+/// variables in a child scope of this one.
+fn stdlib() -> &'static cel::Context<'static, 'static> {
+    static STDLIB: std::sync::OnceLock<cel::Context<'static, 'static>> = std::sync::OnceLock::new();
+    STDLIB.get_or_init(cel::Context::default)
+}
+
 /// A compiled CEL expression with its source.
 pub struct Expr {
     source: String,
@@ -57,7 +66,7 @@ impl Expr {
 
     /// Evaluates against a context object (`{"input": …, "steps": …}`).
     pub fn eval(&self, context: &Value) -> Result<Value, String> {
-        let mut ctx = cel::Context::default();
+        let mut ctx = stdlib().new_inner_scope();
         for root in CONTEXT_ROOTS {
             let v = context.get(*root).cloned().unwrap_or(Value::Null);
             ctx.add_variable_from_value(*root, to_cel(&v));

@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rquickjs::{Context, Ctx, Function, Module, Runtime};
+use rquickjs::{Context, Ctx, Function, Module, Persistent, Runtime};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 
 /// Memory a compile check may use.
@@ -160,6 +161,12 @@ const MAX_USES: u32 = 10_000;
 /// Building a full context (every intrinsic) costs far more than running a
 /// typical script, so it is done once per thread, not once per run.
 struct Sandbox {
+    /// Compiled scripts by source text: compiling cost more than running a
+    /// typical script. A compiled function holds no state between calls —
+    /// each call gets a fresh `ctx`, strict mode hides the function from its
+    /// body, and the context is frozen — so reusing it leaks nothing.
+    /// Emptied under the context's lock before the context goes (`Drop`).
+    functions: HashMap<String, Persistent<Function<'static>>>,
     // Field order matters: the context must drop before its runtime.
     context: Context,
     rt: Runtime,
@@ -167,6 +174,16 @@ struct Sandbox {
     /// Memory the locked-down sandbox holds by itself; a run's limit sits on
     /// top of it. Measured once: measuring walks every object.
     base_bytes: usize,
+}
+
+/// Compiled scripts one sandbox keeps; past that it forgets them all.
+const MAX_FUNCTIONS: usize = 256;
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let functions = std::mem::take(&mut self.functions);
+        self.context.with(|_| drop(functions));
+    }
 }
 
 thread_local! {
@@ -185,6 +202,7 @@ fn fresh_sandbox() -> Result<Sandbox, ScriptError> {
     rt.run_gc();
     let base_bytes = rt.memory_usage().malloc_size.max(0) as usize;
     Ok(Sandbox {
+        functions: HashMap::new(),
         context,
         rt,
         uses: 0,
@@ -213,7 +231,7 @@ pub fn run(code: &str, ctx_json: &str, limits: &Limits) -> Result<String, Script
         sb.rt.set_interrupt_handler(Some(Box::new(move || {
             cancel.load(Ordering::Relaxed) || Instant::now() >= deadline
         })));
-        let result = execute(&sb.context, code, ctx_json, limits);
+        let result = execute(sb, code, ctx_json, limits);
         sb.rt.set_interrupt_handler(None);
         sb.rt.set_memory_limit(usize::MAX);
         // Reference counting frees most garbage at once; cycles wait for a
@@ -231,36 +249,59 @@ pub fn run(code: &str, ctx_json: &str, limits: &Limits) -> Result<String, Script
     })
 }
 
+/// Compiles a script as a function expression, evaluated in the frozen
+/// context. Text that closes the function early runs here, in the sandbox,
+/// like the body.
+fn compile<'js>(
+    ctx: &Ctx<'js>,
+    code: &str,
+    interrupted: impl Fn() -> bool,
+) -> Result<Function<'js>, ScriptError> {
+    let opts = {
+        let mut o = rquickjs::context::EvalOptions::default();
+        o.strict = true;
+        o
+    };
+    let source = format!("(function (ctx) {{\n{code}\n}})");
+    match ctx.eval_with_options(source, opts) {
+        Ok(f) => Ok(f),
+        Err(e @ rquickjs::Error::Exception) => {
+            let text = exception_text(ctx, e);
+            if interrupted() {
+                return Err(ScriptError::Interrupted);
+            }
+            Err(if text.starts_with("SyntaxError") {
+                ScriptError::Compile(text)
+            } else {
+                ScriptError::Thrown(text)
+            })
+        }
+        Err(e) => Err(ScriptError::Runtime(e.to_string())),
+    }
+}
+
 fn execute(
-    context: &Context,
+    sb: &mut Sandbox,
     code: &str,
     ctx_json: &str,
     limits: &Limits,
 ) -> Result<String, ScriptError> {
     let interrupted = || limits.cancel.load(Ordering::Relaxed) || Instant::now() >= limits.deadline;
-    context.with(|ctx| {
-        let opts = {
-            let mut o = rquickjs::context::EvalOptions::default();
-            o.strict = true;
-            o
-        };
-        // A function expression, evaluated in the frozen context. Text that
-        // closes the function early runs here, in the sandbox, like the body.
-        let source = format!("(function (ctx) {{\n{code}\n}})");
-        let func: Function = match ctx.eval_with_options(source, opts) {
-            Ok(f) => f,
-            Err(e @ rquickjs::Error::Exception) => {
-                let text = exception_text(&ctx, e);
-                if interrupted() {
-                    return Err(ScriptError::Interrupted);
+    let functions = &mut sb.functions;
+    sb.context.with(|ctx| {
+        let func = match functions.get(code) {
+            Some(f) => f
+                .clone()
+                .restore(&ctx)
+                .map_err(|e| ScriptError::Runtime(e.to_string()))?,
+            None => {
+                let f = compile(&ctx, code, interrupted)?;
+                if functions.len() >= MAX_FUNCTIONS {
+                    functions.clear();
                 }
-                return Err(if text.starts_with("SyntaxError") {
-                    ScriptError::Compile(text)
-                } else {
-                    ScriptError::Thrown(text)
-                });
+                functions.insert(code.to_string(), Persistent::save(&ctx, f.clone()));
+                f
             }
-            Err(e) => return Err(ScriptError::Runtime(e.to_string())),
         };
         let arg = ctx
             .json_parse(ctx_json)
@@ -369,6 +410,22 @@ mod tests {
             run("let n = 2; return n", "{}", &limits(1000)).unwrap(),
             "2"
         );
+    }
+
+    #[test]
+    fn a_compiled_script_is_reused_without_carrying_state() {
+        // The second and third runs take the compiled function from the
+        // thread's cache; each sees only its own argument.
+        let code = "if (this !== undefined) throw new Error('this is shared'); \
+                    ctx.seen = (ctx.seen || 0) + 1; return [ctx.input, ctx.seen]";
+        for input in ["a", "b", "c"] {
+            let out = run(code, &format!(r#"{{"input": "{input}"}}"#), &limits(1000));
+            assert_eq!(out.unwrap(), format!(r#"["{input}",1]"#));
+        }
+        SANDBOX.with(|cell| {
+            let slot = cell.borrow();
+            assert!(slot.as_ref().unwrap().functions.contains_key(code));
+        });
     }
 
     #[test]
