@@ -79,7 +79,7 @@ done
 . .ci/install
 say "building (cargo build --profile $PROFILE)"
 cargo build --profile "$PROFILE" "${BINS[@]}"
-TARGET="target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
+TARGET="${CARGO_TARGET_DIR:-target}/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
 
 if [ "$MODE" = chaos ]; then
   OUT="$STATE/chaos-$(date +%Y%m%d-%H%M%S)"

@@ -1123,7 +1123,13 @@ impl Dispatcher {
         run.record.usage.add(&r.usage);
         run.record.model_runs.extend(r.model_runs);
         let (tx, rx) = oneshot::channel::<Result<(), WriteError>>();
-        self.store.enqueue_run(&run.record, Some(tx));
+        if run.record.trigger == "sync" && run.waiters.iter().any(|w| !w.is_closed()) {
+            // Its caller is answered from memory below; only the worker's
+            // ack waits for this write, which may share a later commit.
+            self.store.enqueue_run_unhurried(&run.record, tx);
+        } else {
+            self.store.enqueue_run(&run.record, Some(tx));
+        }
         let push = self.push_on_end(&run);
         tokio::spawn(async move {
             let ok = matches!(rx.await, Ok(Ok(())));

@@ -281,6 +281,9 @@ impl Store {
     // ---- push deliveries -------------------------------------------------
 
     pub async fn get_delivery(&self, run_id: Uuid) -> Result<Option<Delivery>, StoreError> {
+        if self.pending.has_no_delivery(run_id) {
+            return Ok(None);
+        }
         let row = sqlx::query("SELECT * FROM push_deliveries WHERE run_id = ?")
             .bind(run_id.to_string())
             .fetch_optional(&self.pool)

@@ -19,6 +19,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlitePool};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -103,6 +104,7 @@ const RUN_FILTER: &str =
 pub struct Store {
     pool: SqlitePool,
     writer: mpsc::Sender<writer::Op>,
+    pending: writer::Pending,
 }
 
 impl Store {
@@ -112,14 +114,21 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            .pragma("cache_size", "-32768")
+            .pragma("mmap_size", "268435456");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        let writer = writer::spawn(pool.clone());
-        Ok(Store { pool, writer })
+        let pending = writer::Pending::default();
+        let writer = writer::spawn(pool.clone(), pending.clone());
+        Ok(Store {
+            pool,
+            writer,
+            pending,
+        })
     }
 
     /// A transaction that takes the write lock at once (`BEGIN IMMEDIATE`).
@@ -297,8 +306,10 @@ impl Store {
     /// Records a run's current state and waits until it is durable.
     pub async fn save_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
+        let run = Arc::new(run.clone());
+        self.pending.insert(&run);
         self.writer
-            .send(writer::Op::Upsert(Box::new(run.clone()), Some(tx)))
+            .send(writer::Op::Upsert(run, writer::Wait::Soon(tx)))
             .await
             .map_err(|_| WriteError::Closed)?;
         rx.await.map_err(|_| WriteError::Closed)??;
@@ -316,6 +327,9 @@ impl Store {
         delivery: Option<NewDelivery>,
     ) -> Result<(), StoreError> {
         let mut delivered = None;
+        if delivery.is_none() {
+            self.pending.note_no_delivery(run.id);
+        }
         if let Some(d) = delivery {
             let (tx, rx) = oneshot::channel();
             self.writer
@@ -332,16 +346,37 @@ impl Store {
     }
 
     /// Records a run's current state without waiting; `done` (if any) hears
-    /// when it is durable. Writes keep the order they were enqueued in.
+    /// when it is durable, soon. Writes keep the order they were enqueued in.
     pub fn enqueue_run(
         &self,
         run: &RunRecord,
         done: Option<oneshot::Sender<Result<(), WriteError>>>,
     ) {
-        if let Err(e) = self
-            .writer
-            .try_send(writer::Op::Upsert(Box::new(run.clone()), done))
-        {
+        let wait = match done {
+            Some(tx) => writer::Wait::Soon(tx),
+            None => writer::Wait::No,
+        };
+        self.enqueue(writer::Op::Upsert(Arc::new(run.clone()), wait));
+    }
+
+    /// As [`Store::enqueue_run`], for a waiter who needs durability but not
+    /// speed: the write may wait a few milliseconds to share a commit.
+    pub fn enqueue_run_unhurried(
+        &self,
+        run: &RunRecord,
+        done: oneshot::Sender<Result<(), WriteError>>,
+    ) {
+        self.enqueue(writer::Op::Upsert(
+            Arc::new(run.clone()),
+            writer::Wait::Later(done),
+        ));
+    }
+
+    fn enqueue(&self, op: writer::Op) {
+        if let writer::Op::Upsert(r, _) = &op {
+            self.pending.insert(r);
+        }
+        if let Err(e) = self.writer.try_send(op) {
             // The queue is large; if it is full, wait for room on a task rather
             // than dropping the write.
             let writer = self.writer.clone();
@@ -356,6 +391,14 @@ impl Store {
 
     /// A run with its model runs.
     pub async fn get_run(&self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {
+        if let Some(run) = self.pending.get(id) {
+            return Ok(Some(run));
+        }
+        self.load_run(id).await
+    }
+
+    /// A run as committed to SQLite, past the in-memory states.
+    async fn load_run(&self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
@@ -712,6 +755,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_run_reads_as_last_enqueued_before_and_after_its_unhurried_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let mut r = run("wf");
+        r.trigger = "sync".into();
+        // Nobody waits on these writes; the reader sees each state at once.
+        store.enqueue_run(&r, None);
+        assert_eq!(store.get_run(r.id).await.unwrap().unwrap(), r);
+        r.status = RunStatus::Running;
+        store.enqueue_run(&r, None);
+        assert_eq!(store.get_run(r.id).await.unwrap().unwrap(), r);
+        // A sync run's result: durable when its waiter hears, not sooner.
+        r.status = RunStatus::Succeeded;
+        r.output = Some(json!({"n": 42}));
+        let (tx, rx) = oneshot::channel();
+        store.enqueue_run_unhurried(&r, tx);
+        assert_eq!(store.get_run(r.id).await.unwrap().unwrap(), r);
+        rx.await.unwrap().unwrap();
+        assert_eq!(store.load_run(r.id).await.unwrap().unwrap(), r);
+        // Ended runs are still read from memory, identical to the store.
+        assert_eq!(store.get_run(r.id).await.unwrap().unwrap(), r);
+        // An async run accepted without a push needs no delivery lookup, and
+        // one accepted with a push finds its delivery.
+        let a = run("wf");
+        store.save_run_with_delivery(&a, None).await.unwrap();
+        assert!(store.get_delivery(a.id).await.unwrap().is_none());
+        let b = run("wf");
+        store
+            .save_run_with_delivery(
+                &b,
+                Some(NewDelivery {
+                    run_id: b.id,
+                    delivery_id: Uuid::now_v7(),
+                    workflow_id: "wf".into(),
+                    version: 1,
+                }),
+            )
+            .await
+            .unwrap();
+        assert!(store.get_delivery(b.id).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
     async fn workflows_versions_and_runs_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
@@ -735,8 +822,8 @@ mod tests {
         r.output = Some(json!({"ok": true}));
         store.enqueue_run(&r, None);
         store.flush().await.unwrap();
-        let got = store.get_run(r.id).await.unwrap().unwrap();
-        assert_eq!(got, r);
+        assert_eq!(store.load_run(r.id).await.unwrap().unwrap(), r);
+        assert_eq!(store.get_run(r.id).await.unwrap().unwrap(), r);
 
         // A run paused at a human node keeps its checkpoint and answers.
         use weft_shared::model::{Checkpoint, DoneNode, HumanResume, HumanWait};
@@ -766,7 +853,7 @@ mod tests {
             resumed: vec![],
         });
         store.save_run(&paused).await.unwrap();
-        assert_eq!(store.get_run(paused.id).await.unwrap().unwrap(), paused);
+        assert_eq!(store.load_run(paused.id).await.unwrap().unwrap(), paused);
         assert!(store
             .unfinished_runs()
             .await
@@ -777,7 +864,7 @@ mod tests {
         paused.waiting.clear();
         paused.checkpoint = None;
         store.save_run(&paused).await.unwrap();
-        assert_eq!(store.get_run(paused.id).await.unwrap().unwrap(), paused);
+        assert_eq!(store.load_run(paused.id).await.unwrap().unwrap(), paused);
 
         for _ in 0..5 {
             store.enqueue_run(&run(&wf.id), None);
