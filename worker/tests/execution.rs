@@ -123,7 +123,15 @@ async fn node_timeout_fires_before_the_workflows_and_the_loop_really_stops() {
         .unwrap();
     assert_eq!(work["status"], "timed_out");
 
-    let ok = c.deploy(&one_script("return 41 + 1", 5_000, None)).await;
+    // Longer than a script may run in place on its actor's thread: stopped
+    // there, run again on the single blocking slot, and right.
+    let ok = c
+        .deploy(&one_script(
+            "const end = Date.now() + 5; while (Date.now() < end) {} return 41 + 1",
+            5_000,
+            None,
+        ))
+        .await;
     for _ in 0..3 {
         let (_, run) = c.run_sync(&ok, json!({})).await;
         assert_eq!(
