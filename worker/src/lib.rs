@@ -128,32 +128,35 @@ pub async fn run_with(
     });
     ::metrics::gauge!(metrics::WORKER_CAPACITY).set(config.capacity as f64);
 
-    // Results go to the coordinator until acknowledged.
-    let (results_tx, mut results_rx) = tokio::sync::mpsc::unbounded_channel::<RunResult>();
-    {
-        let nats = nats.clone();
-        let subject = subjects.results();
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            while let Some(r) = results_rx.recv().await {
-                // Counted in `unacked` by `on_end`, before the run left `inflight`.
-                tokio::spawn(deliver(nats.clone(), subject.clone(), r, shared.clone()));
-            }
-        });
-    }
-    // Runs paused at human nodes go back the same way, until acknowledged.
-    let (checkpoints_tx, mut checkpoints_rx) =
-        tokio::sync::mpsc::unbounded_channel::<RunCheckpoint>();
-    {
-        let nats = nats.clone();
-        let subject = subjects.checkpoints();
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            while let Some(c) = checkpoints_rx.recv().await {
-                tokio::spawn(deliver(nats.clone(), subject.clone(), c, shared.clone()));
-            }
-        });
-    }
+    // Results, and runs paused at human nodes, go to the coordinator until
+    // acknowledged. Each is counted in `unacked` at once, then its delivery
+    // starts on the runtime straight from the actor's thread that ended the
+    // run (one thread hand-off, not two).
+    let runtime = tokio::runtime::Handle::current();
+    let results: Box<dyn Fn(RunResult) + Send + Sync> = {
+        let (nats, subject, shared, rt) = (
+            nats.clone(),
+            subjects.results(),
+            shared.clone(),
+            runtime.clone(),
+        );
+        Box::new(move |r| {
+            shared.unacked.fetch_add(1, Ordering::SeqCst);
+            rt.spawn(deliver(nats.clone(), subject.clone(), r, shared.clone()));
+        })
+    };
+    let checkpoints: Box<dyn Fn(RunCheckpoint) + Send + Sync> = {
+        let (nats, subject, shared, rt) = (
+            nats.clone(),
+            subjects.checkpoints(),
+            shared.clone(),
+            runtime,
+        );
+        Box::new(move |c| {
+            shared.unacked.fetch_add(1, Ordering::SeqCst);
+            rt.spawn(deliver(nats.clone(), subject.clone(), c, shared.clone()));
+        })
+    };
     // Progress (waiting / running again) is published as it happens.
     let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<RunProgress>();
     {
@@ -170,16 +173,15 @@ pub async fn run_with(
     let sink = {
         let shared = shared.clone();
         Arc::new(RunSink {
-            results: results_tx,
+            results,
             progress: progress_tx,
-            checkpoints: checkpoints_tx,
+            checkpoints,
             // Called once per run, right after its result (or checkpoint) was
-            // queued for delivery. The result is counted as unacknowledged
-            // *before* the run stops counting as in flight: counted only when
-            // the delivery task picked it up, a drain could see both counters
-            // at 0 in between, exit, and lose the last run's result.
+            // handed to delivery, which counted it as unacknowledged *before*
+            // the run stops counting as in flight here: otherwise a drain
+            // could see both counters at 0 in between, exit, and lose the
+            // last run's result.
             on_end: Box::new(move |run_id| {
-                shared.unacked.fetch_add(1, Ordering::SeqCst);
                 if let Ok(mut m) = shared.runs.lock() {
                     m.remove(&run_id);
                 }
@@ -496,7 +498,7 @@ fn accept(
                 .map(|e| e.message.clone())
                 .collect::<Vec<_>>()
                 .join("; ");
-            let _ = sink.results.send(RunResult {
+            (sink.results)(RunResult {
                 run_id: a.run_id,
                 attempt: a.attempt,
                 worker_id: shared.worker_id.clone(),

@@ -65,11 +65,13 @@ pub struct ResumeNode {
 
 /// Where a finished run goes, and who is told it is gone.
 pub struct RunSink {
-    pub results: mpsc::UnboundedSender<RunResult>,
+    /// Delivers a result until the coordinator acknowledges it (starts the
+    /// delivery on the tokio runtime from the caller's thread).
+    pub results: Box<dyn Fn(RunResult) + Send + Sync>,
     /// Status changes while running (`waiting`, back to `running`).
     pub progress: mpsc::UnboundedSender<RunProgress>,
     /// Runs paused at human nodes, handed back to the coordinator.
-    pub checkpoints: mpsc::UnboundedSender<RunCheckpoint>,
+    pub checkpoints: Box<dyn Fn(RunCheckpoint) + Send + Sync>,
     /// Called once when the run ends, whatever the way.
     pub on_end: Box<dyn Fn(Uuid) + Send + Sync>,
 }
@@ -373,7 +375,7 @@ impl RunActor {
         }
         self.reported = true;
         metrics::counter!(m::RUNS_EXECUTED, "status" => status.as_str()).increment(1);
-        let _ = self.sink.results.send(RunResult {
+        (self.sink.results)(RunResult {
             run_id: self.run_id,
             attempt: self.attempt,
             worker_id: self.worker_id.clone(),
@@ -600,7 +602,7 @@ impl RunActor {
         );
         self.reported = true;
         metrics::counter!(m::RUNS_EXECUTED, "status" => RunStatus::Waiting.as_str()).increment(1);
-        let _ = self.sink.checkpoints.send(RunCheckpoint {
+        (self.sink.checkpoints)(RunCheckpoint {
             run_id: self.run_id,
             attempt: self.attempt,
             worker_id: self.worker_id.clone(),
