@@ -5,7 +5,9 @@
 //! Run writes go through one writer task that batches them into a transaction
 //! (a group commit), so recording runs does not serialise the hot path: callers
 //! that need durability (an async run before its 202, a result before its ack)
-//! wait for their batch to commit; others only enqueue.
+//! wait for their batch to commit; others only enqueue, and may wait a few
+//! milliseconds to share a commit. Reads of one run are served from the
+//! writer's memory while it is uncommitted, unfinished or recently ended.
 
 mod access;
 mod endpoints;
