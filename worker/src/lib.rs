@@ -132,31 +132,8 @@ pub async fn run_with(
     // acknowledged. Each is counted in `unacked` at once, then its delivery
     // starts on the runtime straight from the actor's thread that ended the
     // run (one thread hand-off, not two).
-    let runtime = tokio::runtime::Handle::current();
-    let results: Box<dyn Fn(RunResult) + Send + Sync> = {
-        let (nats, subject, shared, rt) = (
-            nats.clone(),
-            subjects.results(),
-            shared.clone(),
-            runtime.clone(),
-        );
-        Box::new(move |r| {
-            shared.unacked.fetch_add(1, Ordering::SeqCst);
-            rt.spawn(deliver(nats.clone(), subject.clone(), r, shared.clone()));
-        })
-    };
-    let checkpoints: Box<dyn Fn(RunCheckpoint) + Send + Sync> = {
-        let (nats, subject, shared, rt) = (
-            nats.clone(),
-            subjects.checkpoints(),
-            shared.clone(),
-            runtime,
-        );
-        Box::new(move |c| {
-            shared.unacked.fetch_add(1, Ordering::SeqCst);
-            rt.spawn(deliver(nats.clone(), subject.clone(), c, shared.clone()));
-        })
-    };
+    let results = outbox::<RunResult>(&nats, subjects.results(), &shared);
+    let checkpoints = outbox::<RunCheckpoint>(&nats, subjects.checkpoints(), &shared);
     // Progress (waiting / running again) is published as it happens.
     let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<RunProgress>();
     {
@@ -556,6 +533,21 @@ fn accept(
         accepted: true,
         reason: None,
     }
+}
+
+/// What an actor calls to hand a result (or a checkpoint) over: counts it in
+/// `unacked`, then starts its delivery on this runtime.
+fn outbox<T: wire::Message + Send + 'static>(
+    nats: &async_nats::Client,
+    subject: String,
+    shared: &Arc<Shared>,
+) -> Box<dyn Fn(T) + Send + Sync> {
+    let (nats, shared) = (nats.clone(), shared.clone());
+    let runtime = tokio::runtime::Handle::current();
+    Box::new(move |m| {
+        shared.unacked.fetch_add(1, Ordering::SeqCst);
+        runtime.spawn(deliver(nats.clone(), subject.clone(), m, shared.clone()));
+    })
 }
 
 /// Sends a result (or a checkpoint) until the coordinator acknowledges it (it
