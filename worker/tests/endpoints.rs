@@ -308,15 +308,7 @@ async fn a_push_is_retried_until_accepted_signed_with_the_secret_and_bearing_the
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.got().len(), 3);
 
-    let metrics = c
-        .http
-        .get(c.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = c.metrics_text().await;
     assert!(
         metrics.contains("weft_push_deliveries_total{outcome=\"delivered\"} 1"),
         "{metrics}"
@@ -863,12 +855,7 @@ async fn the_token_and_secret_are_not_logged_nor_stored_in_clear_and_survive_a_k
     );
 
     c.stop_coordinator().await; // flushes the store
-    let stored: Vec<(std::path::PathBuf, Vec<u8>)> = c
-        .db_files()
-        .into_iter()
-        .filter_map(|f| std::fs::read(&f).ok().map(|b| (f, b)))
-        .collect();
-    assert!(!stored.is_empty());
+    let stored = c.read_db_files();
     c.shutdown().await;
 
     let logged = logs.text();
@@ -881,19 +868,7 @@ async fn the_token_and_secret_are_not_logged_nor_stored_in_clear_and_survive_a_k
         "retry logs were captured"
     );
     for needle in [TOKEN, secret.as_str()] {
-        let leaks: Vec<&str> = logged
-            .lines()
-            .filter(|l| l.contains(needle))
-            .take(3)
-            .collect();
-        assert!(leaks.is_empty(), "log lines hold `{needle}`: {leaks:#?}");
-        for (f, bytes) in &stored {
-            assert!(
-                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
-                "{} holds `{needle}` in clear",
-                f.display()
-            );
-        }
+        assert_nowhere(needle, &logged, &stored);
     }
 }
 

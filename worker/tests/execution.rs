@@ -217,17 +217,7 @@ async fn a_panicking_node_fails_its_run_and_the_worker_keeps_serving() {
     let ok = c.deploy(&four_node()).await;
     let (_, run) = c.run_sync(&ok, json!({"n": 1})).await;
     assert_eq!(run["status"], "succeeded", "{run}");
-    let (_, metrics) = (
-        0,
-        c.http
-            .get(c.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let metrics = c.metrics_text().await;
     assert!(
         metrics.contains("weft_node_panics_total"),
         "panics are counted"

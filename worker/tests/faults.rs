@@ -241,15 +241,7 @@ async fn garbage_on_every_subject_is_dropped_and_counted() {
     client.flush().await.unwrap();
     let (_, run) = c.run_sync(&wf, json!({"n": 3})).await;
     assert_eq!(run["status"], "succeeded", "{run}");
-    let metrics = c
-        .http
-        .get(c.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = c.metrics_text().await;
     for subject in ["heartbeat", "results", "assign", "cancel", "deregister"] {
         assert!(
             metrics.contains(&format!(

@@ -116,15 +116,7 @@ async fn the_exposition_passes_promtool_and_matches_the_readme_and_the_code() {
     let (_, run) = c.run_sync(&flaky, json!({})).await;
     assert_eq!(run["status"], "succeeded", "{run}");
 
-    let text = c
-        .http
-        .get(c.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = c.metrics_text().await;
     let (ok_promtool, report) = promtool_check(&text);
     assert!(ok_promtool, "promtool check metrics failed:\n{report}");
 

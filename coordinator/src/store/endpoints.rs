@@ -281,7 +281,7 @@ impl Store {
     // ---- push deliveries -------------------------------------------------
 
     pub async fn get_delivery(&self, run_id: Uuid) -> Result<Option<Delivery>, StoreError> {
-        if self.pending.has_no_delivery(run_id) {
+        if self.memory.has_no_delivery(run_id) {
             return Ok(None);
         }
         let row = sqlx::query("SELECT * FROM push_deliveries WHERE run_id = ?")
@@ -323,7 +323,7 @@ impl Store {
         Ok(())
     }
 
-    /// Pending deliveries whose run has ended, oldest first: what to deliver
+    /// RunMemory deliveries whose run has ended, oldest first: what to deliver
     /// (after a restart, or when a notification was dropped).
     pub async fn due_deliveries(&self, limit: usize) -> Result<Vec<Uuid>, StoreError> {
         let rows = sqlx::query(

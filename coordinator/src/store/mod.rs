@@ -106,7 +106,7 @@ const RUN_FILTER: &str =
 pub struct Store {
     pool: SqlitePool,
     writer: mpsc::Sender<writer::Op>,
-    pending: writer::Pending,
+    memory: writer::RunMemory,
 }
 
 impl Store {
@@ -124,12 +124,12 @@ impl Store {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        let pending = writer::Pending::default();
-        let writer = writer::spawn(pool.clone(), pending.clone());
+        let memory = writer::RunMemory::default();
+        let writer = writer::spawn(pool.clone(), memory.clone());
         Ok(Store {
             pool,
             writer,
-            pending,
+            memory,
         })
     }
 
@@ -309,7 +309,7 @@ impl Store {
     pub async fn save_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         let run = Arc::new(run.clone());
-        self.pending.insert(&run);
+        self.memory.insert(&run);
         self.writer
             .send(writer::Op::Upsert(run, writer::Wait::Soon(tx)))
             .await
@@ -330,7 +330,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut delivered = None;
         if delivery.is_none() {
-            self.pending.note_no_delivery(run.id);
+            self.memory.note_no_delivery(run.id);
         }
         if let Some(d) = delivery {
             let (tx, rx) = oneshot::channel();
@@ -376,7 +376,7 @@ impl Store {
 
     fn enqueue(&self, op: writer::Op) {
         if let writer::Op::Upsert(r, _) = &op {
-            self.pending.insert(r);
+            self.memory.insert(r);
         }
         if let Err(e) = self.writer.try_send(op) {
             // The queue is large; if it is full, wait for room on a task rather
@@ -393,8 +393,8 @@ impl Store {
 
     /// A run with its model runs.
     pub async fn get_run(&self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {
-        if let Some(run) = self.pending.get(id) {
-            return Ok(Some(run));
+        if let Some(run) = self.memory.get(id) {
+            return Ok(Some((*run).clone()));
         }
         self.load_run(id).await
     }

@@ -64,7 +64,7 @@ impl Op {
 /// [`RECENT`] runs that ended (async callers poll those). Runs change only
 /// through the writer, so none of it is ever stale.
 #[derive(Clone, Default)]
-pub(super) struct Pending(Arc<Mutex<Held>>);
+pub(super) struct RunMemory(Arc<Mutex<Held>>);
 
 #[derive(Default)]
 pub(super) struct Held {
@@ -80,7 +80,7 @@ pub(super) struct Held {
 /// Ended runs kept in memory for reads.
 const RECENT: usize = 8192;
 
-impl Pending {
+impl RunMemory {
     pub(super) fn insert(&self, r: &Arc<RunRecord>) {
         if let Ok(mut m) = self.0.lock() {
             m.uncommitted.insert(r.id, r.clone());
@@ -97,13 +97,14 @@ impl Pending {
         self.0.lock().is_ok_and(|m| m.no_delivery.contains(&id))
     }
 
-    pub(super) fn get(&self, id: Uuid) -> Option<RunRecord> {
+    /// The run's latest state, if held; cloned by the caller, off the lock.
+    pub(super) fn get(&self, id: Uuid) -> Option<Arc<RunRecord>> {
         let m = self.0.lock().ok()?;
         m.uncommitted
             .get(&id)
             .or_else(|| m.unfinished.get(&id))
             .or_else(|| m.ended.get(&id))
-            .map(|r| (**r).clone())
+            .cloned()
     }
 
     /// Forgets the uncommitted states a batch wrote, unless a newer state
@@ -142,7 +143,7 @@ impl Pending {
     }
 }
 
-pub(super) fn spawn(pool: SqlitePool, pending: Pending) -> mpsc::Sender<Op> {
+pub(super) fn spawn(pool: SqlitePool, memory: RunMemory) -> mpsc::Sender<Op> {
     let (tx, mut rx) = mpsc::channel::<Op>(QUEUE);
     tokio::spawn(async move {
         let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -161,7 +162,7 @@ pub(super) fn spawn(pool: SqlitePool, pending: Pending) -> mpsc::Sender<Op> {
             if let Err(e) = &result {
                 tracing::error!(error = %e, records = batch.len(), "run batch write failed");
             }
-            pending.settle(&batch, result.is_ok());
+            memory.settle(&batch, result.is_ok());
             for op in batch.drain(..) {
                 match op {
                     Op::Upsert(_, Wait::Soon(done) | Wait::Later(done))

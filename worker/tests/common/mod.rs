@@ -267,6 +267,17 @@ impl Cluster {
             .collect()
     }
 
+    /// Every database file's bytes (at least one), to look for secrets in.
+    pub fn read_db_files(&self) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let stored: Vec<_> = self
+            .db_files()
+            .into_iter()
+            .filter_map(|f| std::fs::read(&f).ok().map(|b| (f, b)))
+            .collect();
+        assert!(!stored.is_empty());
+        stored
+    }
+
     /// Sets an environment variable on a workflow.
     pub async fn set_env(&self, wf: &str, name: &str, value: &str, secure: bool) -> Value {
         let (s, v) = self
@@ -281,6 +292,12 @@ impl Cluster {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// The coordinator's Prometheus exposition.
+    pub async fn metrics_text(&self) -> String {
+        let r = self.http.get(self.url("/metrics")).send().await.unwrap();
+        r.text().await.unwrap()
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -556,5 +573,22 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
     type Writer = LogCapture;
     fn make_writer(&'a self) -> LogCapture {
         self.clone()
+    }
+}
+
+/// Fails if `needle` is on any captured log line or in any stored file.
+pub fn assert_nowhere(needle: &str, logged: &str, stored: &[(std::path::PathBuf, Vec<u8>)]) {
+    let leaks: Vec<&str> = logged
+        .lines()
+        .filter(|l| l.contains(needle))
+        .take(3)
+        .collect();
+    assert!(leaks.is_empty(), "log lines hold `{needle}`: {leaks:#?}");
+    for (f, bytes) in stored {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "{} holds `{needle}` in clear",
+            f.display()
+        );
     }
 }
