@@ -91,9 +91,12 @@ pub struct RunActor {
     workflow_id: String,
     worker_id: String,
     plan: Arc<Plan>,
-    input: Value,
-    /// Variable values as the context shows them (`env.NAME`).
-    env_values: Value,
+    /// What nodes see: `{"input", "steps": {id: {"output"}}, "env"}`, built
+    /// once. A node starting gets the `Arc`; a node finishing writes into it
+    /// (`Arc::make_mut`), which copies only while a node that started
+    /// earlier still holds it — so each node sees the steps as they were
+    /// when it started, and a linear run never copies its context.
+    context: Arc<Value>,
     info: Option<Arc<RunInfo>>,
     callback_base: Option<String>,
     trace: Option<weft_shared::trace::TraceParent>,
@@ -104,7 +107,6 @@ pub struct RunActor {
     waiting: Vec<Waiting>,
     model_runs: Vec<ModelRun>,
     usage: Usage,
-    steps: Map<String, Value>,
     states: Vec<NodeState>,
     /// Incoming edges not yet resolved, per node.
     unresolved: Vec<usize>,
@@ -168,7 +170,11 @@ impl RunActor {
             weft_shared::telemetry::set_remote_parent(&span, t);
         }
         RunActor {
-            env_values,
+            context: Arc::new(Value::Object(Map::from_iter([
+                ("input".to_string(), input),
+                ("steps".to_string(), Value::Object(Map::new())),
+                ("env".to_string(), env_values),
+            ]))),
             info: None,
             callback_base,
             trace,
@@ -181,12 +187,11 @@ impl RunActor {
             attempt,
             workflow_id,
             worker_id,
-            input,
-            steps: Map::new(),
             states: (0..n).map(|_| NodeState::Waiting).collect(),
             unresolved,
             active_in: vec![false; n],
-            logs: Vec::new(),
+            // One line per node at most, save a rerun's: sized once.
+            logs: Vec::with_capacity(n),
             continuation: checkpoint,
             deadline: timeouts::workflow_deadline(deadline_ms),
             deadline_ms,
@@ -198,8 +203,14 @@ impl RunActor {
         }
     }
 
-    fn context(&self) -> Arc<Value> {
-        Arc::new(json!({"input": self.input, "steps": self.steps, "env": self.env_values}))
+    /// The run's `steps`, for writing (copied first if a running node still
+    /// reads the current context).
+    fn steps(&mut self) -> &mut Map<String, Value> {
+        let ctx = Arc::make_mut(&mut self.context);
+        if !ctx["steps"].is_object() {
+            ctx["steps"] = Value::Object(Map::new());
+        }
+        ctx["steps"].as_object_mut().expect("made an object above")
     }
 
     fn info(&mut self, ctx: &mut Context<Self>) -> Arc<RunInfo> {
@@ -238,7 +249,7 @@ impl RunActor {
         let attempt = Attempt {
             plan: self.plan.clone(),
             idx,
-            context: self.context(),
+            context: self.context.clone(),
             deadline: timeouts::node_deadline(&self.deadline, node.timeout_ms),
             cancel: cancel.clone(),
             env: self.env.clone(),
@@ -398,7 +409,7 @@ impl RunActor {
     fn start_human(&mut self, idx: usize, cfg: &HumanConfig, ctx: &mut Context<Self>) {
         let node = &self.plan.nodes[idx];
         let now = now_ms();
-        let prompt = match weft_shared::template::render(&cfg.prompt, &self.context()) {
+        let prompt = match weft_shared::template::render(&cfg.prompt, &self.context) {
             Ok(p) => weft_shared::secret::scrub(&p, &self.secrets),
             Err(e) => {
                 let err = RunError::new(
@@ -485,7 +496,7 @@ impl RunActor {
             l.resumed_by = Some(r.resumed_by);
             l.resumed_at_ms = Some(r.resumed_at_ms);
         }
-        self.steps.insert(w.node_id, json!({"output": output}));
+        self.steps().insert(w.node_id, json!({"output": output}));
         self.resolve(idx, None, true, ctx);
     }
 
@@ -502,7 +513,7 @@ impl RunActor {
             let i = index(&d.node_id)?;
             self.states[i] = NodeState::Done;
             branch[i] = d.branch.clone();
-            self.steps.insert(d.node_id, json!({"output": d.output}));
+            self.steps().insert(d.node_id, json!({"output": d.output}));
         }
         for id in &cp.skipped {
             self.states[index(id)?] = NodeState::Skipped;
@@ -566,6 +577,8 @@ impl RunActor {
             return;
         }
         // What succeeded is in `steps`; a condition's output names its branch.
+        // The run stops here, so its steps move into the checkpoint.
+        let mut steps = std::mem::take(self.steps());
         let mut done = Vec::new();
         let mut skipped = Vec::new();
         for (i, s) in self.states.iter().enumerate() {
@@ -573,7 +586,7 @@ impl RunActor {
             match s {
                 NodeState::Skipped => skipped.push(node.id.clone()),
                 NodeState::Done => {
-                    if let Some(Value::Object(mut step)) = self.steps.remove(&node.id) {
+                    if let Some(Value::Object(mut step)) = steps.remove(&node.id) {
                         let output = step.remove("output").unwrap_or(Value::Null);
                         let branch = match node.spec {
                             NodeSpec::Condition(_) => output["branch"].as_str().map(str::to_string),
@@ -695,8 +708,6 @@ impl Handler<NodeFinished> for RunActor {
         }
         match msg.result {
             Ok(out) => {
-                self.steps
-                    .insert(node_id, json!({"output": out.value.clone()}));
                 if msg.idx == self.plan.output {
                     let size = weft_shared::model::json_len(&out.value);
                     if size > self.env.max_output_bytes {
@@ -714,6 +725,9 @@ impl Handler<NodeFinished> for RunActor {
                     }
                     return;
                 }
+                let mut step = Map::new();
+                step.insert("output".into(), out.value);
+                self.steps().insert(node_id, Value::Object(step));
                 self.resolve(msg.idx, out.branch.as_deref(), true, ctx);
                 self.maybe_pause(ctx);
             }
