@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use rand::Rng;
 use rand_distr::{Distribution, LogNormal};
@@ -150,6 +151,12 @@ impl MockModel {
     /// Binds `127.0.0.1:0` and serves in a background task.
     pub async fn start(config: MockModelConfig) -> std::io::Result<MockModel> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        MockModel::on(listener, config)
+    }
+
+    /// Serves on `listener` in a background task (to come back on the port
+    /// of a mock that was stopped).
+    pub fn on(listener: TcpListener, config: MockModelConfig) -> std::io::Result<MockModel> {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(config));
         let (stop, stopped) = oneshot::channel::<()>();
@@ -182,6 +189,11 @@ impl MockModel {
     pub fn requests(&self) -> usize {
         self.shared.received_lock().len()
     }
+
+    /// How many connections clients opened so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for MockModel {
@@ -213,6 +225,10 @@ async fn run(
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .with_state(shared.clone());
+    let opened = shared.clone();
+    let listener = listener.tap_io(move |_| {
+        opened.connections.fetch_add(1, Ordering::Relaxed);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -231,6 +247,8 @@ struct Shared {
     attempts: AtomicU64,
     /// Becomes true when the server stops.
     stop: watch::Sender<bool>,
+    /// Connections accepted so far.
+    connections: AtomicU64,
 }
 
 impl Shared {
@@ -240,6 +258,7 @@ impl Shared {
             received: Mutex::new(Vec::new()),
             attempts: AtomicU64::new(0),
             stop: watch::channel(false).0,
+            connections: AtomicU64::new(0),
         }
     }
 

@@ -30,9 +30,11 @@ pub struct WorkerConfig {
     /// Where `/metrics`, `/healthz` and `/readyz` listen; empty = off.
     pub metrics_addr: String,
     /// Speak HTTP/2 without negotiation (h2c) to plain-http model servers,
-    /// so concurrent model calls share connections instead of holding one
-    /// each. Only for servers that accept it (vLLM behind an h2c proxy, the
-    /// mock); https model APIs negotiate HTTP/2 by ALPN without this.
+    /// so concurrent model calls share one connection instead of holding one
+    /// each, through a lean client (`nodes/h2c.rs`: a waiting call costs its
+    /// stream, not a full reqwest request). Only for servers that accept it
+    /// (vLLM behind an h2c proxy, the mock); https model APIs negotiate
+    /// HTTP/2 by ALPN without this.
     pub model_http2_prior_knowledge: bool,
     /// Largest run output (JSON bytes); a larger one fails the run with
     /// `output_too_large`.

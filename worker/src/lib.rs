@@ -125,6 +125,9 @@ pub async fn run_with(
         max_output_bytes: config.max_output_bytes,
         http: http_client(false)?,
         model_http: http_client(config.model_http2_prior_knowledge)?,
+        model_h2c: config
+            .model_http2_prior_knowledge
+            .then(|| nodes::h2c::H2c::new(tokio::runtime::Handle::current())),
     });
     ::metrics::gauge!(metrics::WORKER_CAPACITY).set(config.capacity as f64);
 
@@ -408,7 +411,7 @@ pub async fn run_with(
 
 fn http_client(http2_prior_knowledge: bool) -> Result<reqwest::Client, WorkerError> {
     let b = reqwest::Client::builder()
-        .user_agent(concat!("weft-worker/", env!("CARGO_PKG_VERSION")))
+        .user_agent(nodes::USER_AGENT)
         .pool_max_idle_per_host(256);
     let b = if http2_prior_knowledge {
         b.http2_prior_knowledge()

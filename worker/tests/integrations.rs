@@ -593,18 +593,75 @@ async fn a_callers_traceparent_reaches_the_api_and_model_calls_as_child_spans() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn model_calls_can_share_one_http2_connection() {
+async fn h2c_model_calls_share_one_connection_and_open_another_when_it_closes() {
     let mut c = Cluster::start(0).await;
     c.add_worker(|w| w.model_http2_prior_knowledge = true).await;
     c.wait_workers(1).await;
     let mock = MockModel::start(mock_config(200)).await.unwrap();
     let wf = ai_workflow(&c, &mock, ai(json!({})), 10_000).await;
+    // Twenty runs waiting on the model at once: one connection.
     let ids: Vec<String> = futures_ids(&c, &wf, 20).await;
     for id in &ids {
         let run = c.wait_run(id, Duration::from_secs(10)).await;
         assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(run["output"]["result"]["content"], "Summarise: h2", "{run}");
     }
     assert_eq!(mock.requests(), 20);
+    assert_eq!(mock.connections(), 1, "the calls shared one connection");
+    let got = &mock.received()[0];
+    let header = |name: &str| {
+        got.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(header("content-type"), "application/json");
+    assert!(header("user-agent").starts_with("weft-worker/"));
+    assert!(weft_shared::trace::TraceParent::parse(&header("traceparent")).is_some());
+    assert_eq!(got.body["messages"][0]["content"], "You are terse.");
+
+    // The model server goes away and comes back on the same port: the next
+    // call opens a new connection.
+    let addr: std::net::SocketAddr = mock.url()["http://".len()..]
+        .trim_end_matches("/v1")
+        .parse()
+        .unwrap();
+    drop(mock);
+    let mut listener = None;
+    for _ in 0..100 {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                listener = Some(l);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let back = MockModel::on(listener.expect("the port is free again"), mock_config(0)).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, run) = c.run_sync(&wf, json!({"text": "again"})).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(back.connections(), 1);
+
+    // Nobody listening: the run fails naming the call, without a retry
+    // policy to hide it.
+    drop(back);
+    let closed = weft_shared::testutil::free_port();
+    let nobody = c.deploy(&with_node(ai(json!({})), 10_000)).await;
+    let url = format!("http://127.0.0.1:{closed}/v1");
+    c.set_env(&nobody, "LLM_BASE_URL", &url, false).await;
+    c.set_env(&nobody, "LLM_API_KEY", "mock-key", true).await;
+    let (_, run) = c.run_sync(&nobody, json!({"text": "nobody"})).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["error"]["code"], "model_error", "{run}");
+    let msg = run["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&format!(
+            "calling http://127.0.0.1:{closed}/v1/chat/completions"
+        )),
+        "{msg}"
+    );
     c.shutdown().await;
 }
 

@@ -7,11 +7,15 @@
 //! `Retry-After`); a model timeout is not (it would only run into the node's).
 //! Every call is recorded as a model run, whatever its outcome.
 
-use super::api::{error_chain, read_limited, retry_after};
+use super::api::{error_chain, read_limited, reading, retry_after, too_large};
+use super::h2c::H2cError;
 use super::{Attempt, NodeError, NodeOutput};
 use crate::metrics as m;
 use crate::timeouts::TimeoutLevel;
-use serde_json::{json, Value};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT,
+};
+use serde_json::{json, Map, Value};
 use std::time::{Duration, Instant};
 use weft_shared::error::ErrorCode;
 use weft_shared::guardrails::{self, Action, Finding, GuardrailsConfig, Scanner};
@@ -65,29 +69,66 @@ async fn call(a: &Attempt, c: Call<'_>, model_timeout_ms: Option<u64>) -> Result
     let started_ms = now_ms();
     let started = Instant::now();
     let url = format!("{}/chat/completions", c.base_url.trim_end_matches('/'));
-    let mut req = a.env.model_http.post(&url).json(&c.body);
-    if let Some(tp) = a.traceparent() {
-        req = req.header("traceparent", tp);
+    // Serialised now, the body's JSON tree is not held while the model thinks.
+    let body = bytes::Bytes::from(serde_json::to_vec(&c.body).unwrap_or_default());
+    drop(c.body);
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(tp) = a.traceparent().and_then(|t| HeaderValue::from_str(&t).ok()) {
+        headers.insert(HeaderName::from_static("traceparent"), tp);
     }
     if let Some(k) = c.api_key {
-        let mut v =
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {k}")).map_err(|_| {
-                NodeError::new(ErrorCode::TemplateError, "api_key is not valid in a header")
-            })?;
-        v.set_sensitive(true);
-        req = req.header(reqwest::header::AUTHORIZATION, v);
-    }
-    let fut = async {
-        let resp = req.send().await.map_err(|e| {
-            NodeError::new(
-                ErrorCode::ModelError,
-                a.scrub(&format!("calling {url}: {}", error_chain(&e))),
-            )
-            .retryable()
+        let mut v = HeaderValue::from_str(&format!("Bearer {k}")).map_err(|_| {
+            NodeError::new(ErrorCode::TemplateError, "api_key is not valid in a header")
         })?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = read_limited(resp, MAX_REPLY_BYTES).await?;
+        v.set_sensitive(true);
+        headers.insert(AUTHORIZATION, v);
+    }
+    let calling = |e: String| {
+        NodeError::new(
+            ErrorCode::ModelError,
+            a.scrub(&format!("calling {url}: {e}")),
+        )
+        .retryable()
+    };
+    let fut = async {
+        let (status, headers, bytes) = match &a.env.model_h2c {
+            Some(h2c) if url.starts_with("http://") => {
+                let uri = url.parse().map_err(|e| {
+                    NodeError::new(
+                        ErrorCode::ModelError,
+                        a.scrub(&format!("base_url: {url} is not a valid URL: {e}")),
+                    )
+                })?;
+                headers.insert(USER_AGENT, HeaderValue::from_static(super::USER_AGENT));
+                match h2c.post(uri, headers, body, MAX_REPLY_BYTES as usize).await {
+                    Ok(r) => (r.status, r.headers, r.body),
+                    Err(H2cError::Send(e)) => return Err(calling(e)),
+                    Err(H2cError::Read(e)) => return Err(reading(e)),
+                    Err(H2cError::TooLarge) => return Err(too_large(MAX_REPLY_BYTES)),
+                }
+            }
+            // Boxed: the waiting h2c calls above are the many, and this
+            // branch's state would otherwise size every call's future.
+            _ => {
+                Box::pin(async {
+                    let resp = a
+                        .env
+                        .model_http
+                        .post(&url)
+                        .headers(headers)
+                        .body(body)
+                        .send()
+                        .await
+                        .map_err(|e| calling(error_chain(&e)))?;
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    let bytes = read_limited(resp, MAX_REPLY_BYTES).await?;
+                    Ok::<_, NodeError>((status, headers, bytes::Bytes::from(bytes)))
+                })
+                .await?
+            }
+        };
         if status.as_u16() == 429 || status.is_server_error() {
             let mut e = NodeError::new(
                 ErrorCode::ModelError,
@@ -287,27 +328,40 @@ pub async fn execute(a: &Attempt, cfg: &AiConfig) -> Result<NodeOutput, NodeErro
         .clone()
         .or_else(|| a.plan.guardrails.clone())
         .unwrap_or_default();
+    // Scans are boxed: a guard model's call inside would otherwise add its
+    // state to every AI node's future, guardrails or not.
     if !guards.input.is_empty() {
         if let Some(s) = &system {
-            system = Some(scan(a, &guards.input, s, "input.system", cfg).await?);
+            system = Some(Box::pin(scan(a, &guards.input, s, "input.system", cfg)).await?);
         }
-        user = scan(a, &guards.input, &user, "input.user", cfg).await?;
+        user = Box::pin(scan(a, &guards.input, &user, "input.user", cfg)).await?;
     }
-    let mut messages = Vec::new();
-    if let Some(s) = &system {
-        messages.push(json!({"role": "system", "content": s}));
+    // Built by moving the texts in (`json!` would copy them and keep the
+    // originals alive while the model thinks).
+    let message = |role: &str, content: String| {
+        let mut m = Map::new();
+        m.insert("role".into(), Value::String(role.into()));
+        m.insert("content".into(), Value::String(content));
+        Value::Object(m)
+    };
+    let mut messages = Vec::with_capacity(2);
+    if let Some(s) = system {
+        messages.push(message("system", s));
     }
-    messages.push(json!({"role": "user", "content": user}));
-    let mut body = json!({"model": cfg.model, "messages": messages});
+    messages.push(message("user", user));
+    let mut body = Map::new();
+    body.insert("model".into(), Value::String(cfg.model.clone()));
+    body.insert("messages".into(), Value::Array(messages));
     if let Some(t) = cfg.temperature {
-        body["temperature"] = json!(t);
+        body.insert("temperature".into(), json!(t));
     }
     if let Some(t) = cfg.max_tokens {
-        body["max_tokens"] = json!(t);
+        body.insert("max_tokens".into(), json!(t));
     }
     if cfg.json_mode {
-        body["response_format"] = json!({"type": "json_object"});
+        body.insert("response_format".into(), json!({"type": "json_object"}));
     }
+    let body = Value::Object(body);
     let connection = connection_name(&cfg.base_url, &base_url);
     let reply = call(
         a,
@@ -323,7 +377,7 @@ pub async fn execute(a: &Attempt, cfg: &AiConfig) -> Result<NodeOutput, NodeErro
     .await?;
     let mut content = reply.content;
     if !guards.output.is_empty() {
-        content = scan(a, &guards.output, &content, "output.content", cfg).await?;
+        content = Box::pin(scan(a, &guards.output, &content, "output.content", cfg)).await?;
     }
     let parsed = if cfg.json_mode {
         Some(serde_json::from_str::<Value>(&content).map_err(|e| {

@@ -46,9 +46,7 @@ pub async fn read_limited(mut resp: reqwest::Response, limit: u64) -> Result<Vec
         return Err(too_large(limit));
     }
     let mut buf = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| {
-        NodeError::new(ErrorCode::HttpError, format!("reading the response: {e}")).retryable()
-    })? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| reading(e.to_string()))? {
         if buf.len() as u64 + chunk.len() as u64 > limit {
             return Err(too_large(limit));
         }
@@ -57,7 +55,12 @@ pub async fn read_limited(mut resp: reqwest::Response, limit: u64) -> Result<Vec
     Ok(buf)
 }
 
-fn too_large(limit: u64) -> NodeError {
+/// The response broke off while being read (worth another attempt).
+pub fn reading(e: String) -> NodeError {
+    NodeError::new(ErrorCode::HttpError, format!("reading the response: {e}")).retryable()
+}
+
+pub fn too_large(limit: u64) -> NodeError {
     NodeError::new(
         ErrorCode::ResponseTooLarge,
         format!("response is larger than max_response_bytes ({limit})"),

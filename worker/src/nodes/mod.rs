@@ -3,6 +3,7 @@
 mod ai;
 mod api;
 mod condition;
+pub mod h2c;
 mod input;
 mod output;
 mod script;
@@ -19,6 +20,9 @@ use weft_shared::guardrails::Finding;
 use weft_shared::model::{ModelRun, NodeSpec, RunError, Usage};
 use weft_shared::secret::SecretString;
 use weft_shared::validate::Plan;
+
+/// The `User-Agent` of the worker's HTTP calls.
+pub const USER_AGENT: &str = concat!("weft-worker/", env!("CARGO_PKG_VERSION"));
 
 /// What a node produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,8 +100,11 @@ pub struct NodeEnv {
     pub max_output_bytes: usize,
     /// One HTTP client (connection pools) for API and AI nodes.
     pub http: reqwest::Client,
-    /// The client for model calls (HTTP/2 prior knowledge when configured).
+    /// The client for model calls.
     pub model_http: reqwest::Client,
+    /// With `model_http2_prior_knowledge`: the client for `http://` model
+    /// URLs (h2c), leaner per waiting call than reqwest.
+    pub model_h2c: Option<h2c::H2c>,
 }
 
 /// What a node leaves in the run's record besides its output, success or not.
