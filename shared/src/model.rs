@@ -32,6 +32,43 @@ pub fn json_len(v: &Value) -> usize {
     c.0
 }
 
+/// A value's JSON with every object's keys sorted, whatever order they came
+/// in: the same data gives the same text (hashes of request bodies).
+pub fn canonical_json(v: &Value) -> String {
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(&m[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(x, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
+}
+
 /// Workflow timeout when a definition gives none (the product default, 180 s).
 pub const DEFAULT_WORKFLOW_TIMEOUT_MS: u64 = 180_000;
 /// The longest workflow or node timeout a definition may ask for (600 s).
@@ -519,4 +556,26 @@ pub struct Checkpoint {
     pub waiting: Vec<HumanWait>,
     #[serde(default)]
     pub resumed: Vec<HumanResume>,
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::canonical_json;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth_and_ignores_their_order() {
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"b": [{"y": 1, "x": "\"q\""}], "a": {"d": null, "c": 2.5}}"#)
+                .unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"a": {"c": 2.5, "d": null}, "b": [{"x": "\"q\"", "y": 1}]}"#)
+                .unwrap();
+        let want = r#"{"a":{"c":2.5,"d":null},"b":[{"x":"\"q\"","y":1}]}"#;
+        assert_eq!(canonical_json(&a), want);
+        assert_eq!(canonical_json(&b), want);
+        // Keys that need escaping are written as JSON strings.
+        assert_eq!(canonical_json(&json!({"a\"b": 1})), r#"{"a\"b":1}"#);
+        assert_eq!(canonical_json(&json!([])), "[]");
+    }
 }

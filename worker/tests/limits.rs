@@ -95,6 +95,16 @@ async fn the_same_idempotency_key_returns_the_same_run() {
         "{err}"
     );
     assert_eq!(err["error"]["details"]["run_id"], a["run_id"]);
+
+    // Key order is not meaning: the same input written in another order is
+    // the same request (objects keep the order they are sent in).
+    let path = format!("/v1/workflows/{wf}/runs?mode=async");
+    let (_, x, _) = post_with_key(&c, &path, "k-order", &json!({"input": {"n": 7, "m": 1}})).await;
+    let (s, y, replayed) =
+        post_with_key(&c, &path, "k-order", &json!({"input": {"m": 1, "n": 7}})).await;
+    assert_eq!(s, 202, "{y}");
+    assert!(replayed, "{y}");
+    assert_eq!(x["run_id"], y["run_id"]);
     c.shutdown().await;
 }
 

@@ -349,7 +349,9 @@ fn request_hash(sync: bool, input: &Value) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(if sync { b"sync:" as &[u8] } else { b"async:" });
-    h.update(input.to_string().as_bytes());
+    // Key order is not meaning: `{"a":1,"b":2}` and `{"b":2,"a":1}` are one
+    // request (and hash as they did before objects kept their order).
+    h.update(weft_shared::model::canonical_json(input).as_bytes());
     hex::encode(h.finalize())
 }
 
