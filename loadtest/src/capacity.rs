@@ -120,6 +120,7 @@ pub async fn capacity(p: &CapacityParams, weft: &Weft) -> Result<CapacityReport,
     let ai = AiSettings {
         with_api_key: p.model_api_key.is_some(),
         timeout_ms,
+        model_timeout_ms: None,
     };
     let mut env = vec![("LLM_BASE_URL", p.model_url.as_str())];
     if let Some(key) = &p.model_api_key {

@@ -141,6 +141,11 @@ pub struct RunArgs {
     /// An API key for the model, set as LLM_API_KEY.
     #[arg(long, env = "WEFT_LOAD_MODEL_API_KEY", hide_env_values = true)]
     pub model_api_key: Option<String>,
+    /// The ai scenario: the AI node's model timeout (default: the
+    /// workflow's, 60 s). Shorter than the mock's latency, every call times
+    /// out — read how late in the workers' `weft_timeout_lateness_seconds`.
+    #[arg(long, value_parser = duration::parse)]
+    pub model_timeout: Option<Duration>,
     /// Async runs: time between status reads. Latency overstates the true
     /// one by up to this (half of it on average); each run in flight costs
     /// one GET per interval. At least 5ms.
@@ -303,6 +308,7 @@ async fn run_scenario(args: RunArgs) -> Result<(), LoadError> {
     let weft = Weft::new(&args.url, http_client(args.load.timeout)?);
     let ai = AiSettings {
         with_api_key: args.model_api_key.is_some(),
+        model_timeout_ms: args.model_timeout.map(|d| d.as_millis().max(1) as u64),
         ..AiSettings::default()
     };
     let mut env = Vec::new();
@@ -602,6 +608,8 @@ mod tests {
             "250",
             "--duration",
             "1.5s",
+            "--model-timeout",
+            "100ms",
         ])
         .expect("parses");
         let Command::Run(open) = open.command else {
@@ -616,6 +624,8 @@ mod tests {
             }
         );
         assert_eq!(open.load.duration, Duration::from_millis(1500));
+        assert_eq!(open.model_timeout, Some(Duration::from_millis(100)));
+        assert_eq!(run.model_timeout, None);
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct AiSettings {
     pub with_api_key: bool,
     /// The workflow's `timeout_ms`; the model call may take all of it.
     pub timeout_ms: u64,
+    /// The AI node's `model_timeout_ms`, when shorter (to make model
+    /// timeouts fire: timeout lateness under load).
+    pub model_timeout_ms: Option<u64>,
 }
 
 impl Default for AiSettings {
@@ -48,6 +51,7 @@ impl Default for AiSettings {
         AiSettings {
             with_api_key: false,
             timeout_ms: 60_000,
+            model_timeout_ms: None,
         }
     }
 }
@@ -141,7 +145,7 @@ fn ai_definition(ai: &AiSettings) -> Value {
         "system": "Answer in one sentence.",
         "user": "{{input.text}}",
         "max_tokens": 32,
-        "model_timeout_ms": ai.timeout_ms
+        "model_timeout_ms": ai.model_timeout_ms.unwrap_or(ai.timeout_ms)
     });
     if ai.with_api_key {
         config["api_key"] = json!("{{env.LLM_API_KEY}}");
@@ -207,12 +211,15 @@ mod tests {
         let keyed = Scenario::Ai.definition(&AiSettings {
             with_api_key: true,
             timeout_ms: 120_000,
+            model_timeout_ms: Some(250),
         });
         assert_eq!(
             keyed["nodes"][1]["config"]["api_key"],
             "{{env.LLM_API_KEY}}"
         );
         assert_eq!(keyed["timeout_ms"], 120_000);
+        assert_eq!(keyed["nodes"][1]["config"]["model_timeout_ms"], 250);
+        assert_eq!(def["nodes"][1]["config"]["model_timeout_ms"], 60_000);
     }
 
     #[test]
