@@ -43,11 +43,14 @@ use weft_shared::telemetry::bounded_label;
 use weft_shared::time::{now_ms, TimeoutLevel};
 use weft_shared::wire::{
     self, Assign, AssignReply, Cancel, EnvValue, Heartbeat, Resume, ResumeReply, RunCheckpoint,
-    RunProgress, RunResult,
+    RunProgress, RunResult, WireDefinition,
 };
 
 /// How often dead workers and overdue runs are looked for.
 const TICK: Duration = Duration::from_millis(100);
+/// Encoded definitions kept (per workflow version); the cache is emptied
+/// when full.
+const ENCODED_DEFINITIONS: usize = 1024;
 /// How long a worker that refused an assignment is skipped.
 const BLOCK_AFTER_REFUSAL: Duration = Duration::from_millis(500);
 
@@ -290,6 +293,9 @@ struct Dispatcher {
     /// nodes); entries of runs no longer parked are skipped when due.
     waits: BinaryHeap<Reverse<(u64, Uuid)>>,
     rotation: usize,
+    /// Definitions encoded for the wire, per (workflow, version): once per
+    /// version, not once per assignment.
+    encoded: HashMap<(String, u32), WireDefinition>,
     /// When this coordinator's own NATS connection was last seen down. While
     /// it is down no heartbeat can arrive, so silence proves nothing; workers
     /// get `dead_after` from the reconnection to be heard again.
@@ -331,6 +337,7 @@ pub fn spawn(
         deadlines: BinaryHeap::new(),
         waits: BinaryHeap::new(),
         rotation: 0,
+        encoded: HashMap::new(),
         nats_down_at: None,
     };
     for Recovered {
@@ -995,12 +1002,34 @@ impl Dispatcher {
             if let Some(w) = self.workers.get_mut(&worker_id) {
                 w.assigned.insert(run_id);
             }
+            let key = (run.record.workflow_id.clone(), run.record.version);
+            let definition = match self.encoded.get(&key) {
+                Some(d) => d.clone(),
+                None => match WireDefinition::encode(&run.definition) {
+                    Ok(d) => {
+                        if self.encoded.len() >= ENCODED_DEFINITIONS {
+                            self.encoded.clear();
+                        }
+                        self.encoded.insert(key, d.clone());
+                        d
+                    }
+                    Err(e) => {
+                        let _ = self.tx.send(Cmd::AssignDone {
+                            run_id,
+                            attempt,
+                            worker_id,
+                            outcome: Err(AssignFailure::Other(e.to_string())),
+                        });
+                        continue;
+                    }
+                },
+            };
             let msg = Assign {
                 run_id,
                 attempt,
                 workflow_id: run.record.workflow_id.clone(),
                 version: run.record.version,
-                definition: run.definition.clone(),
+                definition,
                 input: run.record.input.clone(),
                 deadline_ms: run.record.deadline_ms,
                 traceparent: run.traceparent.clone(),

@@ -17,7 +17,9 @@ use uuid::Uuid;
 pub const MAX_DEPTH: usize = 128;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// 2: an assignment carries its definition pre-encoded ([`WireDefinition`]).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// A message that can cross the wire.
 pub trait Message: Serialize + DeserializeOwned {
@@ -91,6 +93,75 @@ pub fn decode<T: Message>(bytes: &[u8]) -> Result<T, WireError> {
     Ok(env.body)
 }
 
+/// A workflow definition as it rides in an assignment: MessagePack bytes,
+/// encoded once per deployed version by the coordinator (not once per run)
+/// and decoded by a worker only when it has no plan for that version yet —
+/// on every other run the bytes are skipped, not parsed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WireDefinition(Arc<[u8]>);
+
+impl WireDefinition {
+    pub fn encode(def: &WorkflowDefinition) -> Result<WireDefinition, WireError> {
+        rmp_serde::to_vec_named(def)
+            .map(|b| WireDefinition(b.into()))
+            .map_err(|e| WireError::Encode(e.to_string()))
+    }
+
+    pub fn decode(&self) -> Result<WorkflowDefinition, WireError> {
+        rmp_serde::from_slice(&self.0).map_err(|e| WireError::Decode(format!("definition: {e}")))
+    }
+
+    /// Encoded size in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for WireDefinition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WireDefinition({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for WireDefinition {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for WireDefinition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl<'de> serde::de::Visitor<'de> for Bytes {
+            type Value = WireDefinition;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the encoded definition's bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<WireDefinition, E> {
+                Ok(WireDefinition(v.into()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<WireDefinition, E> {
+                Ok(WireDefinition(v.into()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<WireDefinition, A::Error> {
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    v.push(b);
+                }
+                Ok(WireDefinition(v.into()))
+            }
+        }
+        d.deserialize_byte_buf(Bytes)
+    }
+}
+
 /// A worker's periodic announcement of itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -130,7 +201,7 @@ pub struct Assign {
     pub attempt: u32,
     pub workflow_id: String,
     pub version: u32,
-    pub definition: Arc<WorkflowDefinition>,
+    pub definition: WireDefinition,
     pub input: Value,
     /// The workflow deadline, fixed when the run was accepted (Unix ms).
     pub deadline_ms: u64,
@@ -308,7 +379,7 @@ mod tests {
             attempt: 2,
             workflow_id: "wf".into(),
             version: 3,
-            definition: Arc::new(def),
+            definition: WireDefinition::encode(&def).unwrap(),
             input: json!({"a": [1, 2.5, "x", null, {"b": true}]}),
             deadline_ms: 123,
             traceparent: None,

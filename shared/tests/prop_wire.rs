@@ -10,7 +10,6 @@ use common::cases;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::fmt::Debug;
-use std::sync::Arc;
 use uuid::Uuid;
 use weft_shared::error::ErrorCode;
 use weft_shared::guardrails::{Action, Finding};
@@ -22,7 +21,8 @@ use weft_shared::secret::SecretString;
 use weft_shared::time::TimeoutLevel;
 use weft_shared::wire::{
     decode, encode, Assign, AssignReply, Cancel, Deregister, EnvValue, Heartbeat, Message,
-    ResultAck, Resume, ResumeReply, RunCheckpoint, RunProgress, RunResult, WireError,
+    ResultAck, Resume, ResumeReply, RunCheckpoint, RunProgress, RunResult, WireDefinition,
+    WireError,
 };
 
 // ---------------------------------------------------------------- strategies
@@ -401,7 +401,7 @@ fn assign() -> BoxedStrategy<Assign> {
                     attempt,
                     workflow_id,
                     version,
-                    definition: Arc::new(def),
+                    definition: WireDefinition::encode(&def).unwrap(),
                     input,
                     deadline_ms,
                     traceparent,
@@ -686,6 +686,14 @@ fn apply(bytes: &mut Vec<u8>, d: &Damage) {
 
 proptest! {
     #![proptest_config(cases(256))]
+
+    /// The definition inside an assignment is bytes; they decode to the
+    /// definition that was encoded.
+    #[test]
+    fn an_encoded_definition_decodes_to_itself(def in definition()) {
+        let wire = WireDefinition::encode(&def).unwrap();
+        prop_assert_eq!(wire.decode().unwrap(), def);
+    }
 
     #[test]
     fn every_message_type_round_trips(m in any_msg()) {

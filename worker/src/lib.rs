@@ -457,14 +457,25 @@ fn accept(
     let key = (a.workflow_id.clone(), a.version);
     let plan = match plans.get(&key) {
         Some(p) => Ok(p.clone()),
-        None => weft_shared::validate::validate(&a.definition).map(|p| {
-            let p = Arc::new(p);
-            if plans.len() >= PLAN_CACHE {
-                plans.clear();
-            }
-            plans.insert(key, p.clone());
-            p
-        }),
+        None => a
+            .definition
+            .decode()
+            .map_err(|e| {
+                vec![weft_shared::validate::ValidationError {
+                    node_id: None,
+                    code: "undecodable_definition",
+                    message: e.to_string(),
+                }]
+            })
+            .and_then(|d| weft_shared::validate::validate(&d))
+            .map(|p| {
+                let p = Arc::new(p);
+                if plans.len() >= PLAN_CACHE {
+                    plans.clear();
+                }
+                plans.insert(key, p.clone());
+                p
+            }),
     };
     let n = shared.inflight.fetch_add(1, Ordering::Relaxed) + 1;
     ::metrics::gauge!(metrics::WORKER_INFLIGHT).set(n as f64);
