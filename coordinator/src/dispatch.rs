@@ -217,6 +217,20 @@ impl DispatchHandle {
         self.tx.send(cmd).is_ok()
     }
 
+    /// Hands a new run to the dispatcher. It counts among its workflow's
+    /// live runs from here, before the caller is answered: a request right
+    /// after sees it (`max_concurrent_runs_per_workflow`), whether or not
+    /// the dispatcher has taken it yet.
+    pub fn submit(&self, s: Submission) -> bool {
+        let workflow_id = s.record.workflow_id.clone();
+        self.stats.add_run(&workflow_id);
+        let sent = self.send(Cmd::Submit(Box::new(s)));
+        if !sent {
+            self.stats.end_run(&workflow_id);
+        }
+        sent
+    }
+
     pub async fn cancel(&self, run_id: Uuid) -> Option<RunRecord> {
         let (tx, rx) = oneshot::channel();
         self.send(Cmd::Cancel(run_id, tx));
@@ -803,7 +817,7 @@ impl Dispatcher {
 
     fn submit(&mut self, s: Submission) {
         let id = s.record.id;
-        self.stats.add_run(&s.record.workflow_id);
+        // Counted in the workflow's live runs by `DispatchHandle::submit`.
         metrics::counter!(m::RUNS_STARTED, "workflow" => bounded_label("workflow", &s.record.workflow_id)).increment(1);
         self.deadlines.push(Reverse((s.record.deadline_ms, id)));
         self.runs.insert(

@@ -300,14 +300,14 @@ pub async fn start(
         });
         let push = delivery.is_some();
         st.store.save_run_with_delivery(&record, delivery).await?;
-        st.dispatch.send(Cmd::Submit(Box::new(Submission {
+        st.dispatch.submit(Submission {
             record: record.clone(),
             definition: deployed.definition.clone(),
             waiter: None,
             traceparent,
             env,
             push,
-        })));
+        });
         let body = RunAccepted {
             run_id,
             status: RunStatus::Queued,
@@ -318,14 +318,14 @@ pub async fn start(
 
     st.store.enqueue_run(&record, None);
     let (tx, rx) = tokio::sync::oneshot::channel();
-    st.dispatch.send(Cmd::Submit(Box::new(Submission {
+    st.dispatch.submit(Submission {
         record,
         definition: deployed.definition.clone(),
         waiter: Some(tx),
         traceparent,
         env,
         push: false,
-    })));
+    });
     // The run ends by its deadline (the coordinator enforces it after a
     // grace period), so waiting past deadline + grace only guards against a
     // bug; the sync timeout caps the wait either way.
