@@ -25,6 +25,13 @@ use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle;
 
 type Sender = SendRequest<Full<bytes::Bytes>>;
+/// One origin's connection, if open; locked while a caller opens it.
+type Slot = Arc<tokio::sync::Mutex<Option<Sender>>>;
+
+/// While calls wait, the connection is pinged this often, and closed when a
+/// ping goes unanswered this long.
+const KEEP_ALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const KEEP_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// A connect that takes longer is given up (callers waiting on it are bound
 /// by their own deadlines; this bounds the attempt itself).
@@ -54,7 +61,7 @@ pub struct H2c {
     runtime: Handle,
     /// Per origin, the connection (if open); the async lock is held while
     /// one caller connects.
-    conns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Sender>>>>>,
+    conns: Mutex<HashMap<String, Slot>>,
 }
 
 impl H2c {
@@ -75,20 +82,36 @@ impl H2c {
         body: bytes::Bytes,
         limit: usize,
     ) -> Result<H2cResponse, H2cError> {
-        let mut sender = self.sender(&uri).await?;
-        let mut req = Request::post(uri)
+        let mut req = Request::post(uri.clone())
             .body(Full::new(body))
             .map_err(|e| H2cError::Send(e.to_string()))?;
         *req.headers_mut() = headers;
-        // Waits while the connection is at the server's stream limit.
-        sender
-            .ready()
-            .await
-            .map_err(|e| H2cError::Send(super::api::error_chain(&e)))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| H2cError::Send(super::api::error_chain(&e)))?;
+        // A connection that closed under us (GOAWAY, the server restarted)
+        // hands the request back unsent: open another and send it there, once.
+        let mut retried = false;
+        let resp = loop {
+            let mut sender = self.sender(&uri).await?;
+            // Waits while the connection is at the server's stream limit.
+            if let Err(e) = sender.ready().await {
+                if retried {
+                    return Err(H2cError::Send(super::api::error_chain(&e)));
+                }
+                retried = true;
+                self.forget(&uri).await;
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => break resp,
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !retried => {
+                        retried = true;
+                        self.forget(&uri).await;
+                        req = unsent;
+                    }
+                    _ => return Err(H2cError::Send(super::api::error_chain(e.error()))),
+                },
+            }
+        };
         let (parts, body) = resp.into_parts();
         let declared = parts
             .headers
@@ -116,8 +139,8 @@ impl H2c {
         })
     }
 
-    /// The open connection to `uri`'s origin, or a new one.
-    async fn sender(&self, uri: &Uri) -> Result<Sender, H2cError> {
+    /// The slot of `uri`'s origin (`host:port`).
+    fn slot(&self, uri: &Uri) -> Result<(Slot, String, u16), H2cError> {
         if uri.scheme_str() != Some("http") {
             return Err(H2cError::Send(format!(
                 "h2c needs an http:// URL, not {uri}"
@@ -130,11 +153,25 @@ impl H2c {
             .trim_end_matches(']')
             .to_string();
         let port = uri.port_u16().unwrap_or(80);
-        let origin = format!("{host}:{port}");
-        let slot = {
-            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-            conns.entry(origin).or_default().clone()
-        };
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = conns.entry(format!("{host}:{port}")).or_default().clone();
+        Ok((slot, host, port))
+    }
+
+    /// Forgets `uri`'s connection if it has closed (the next caller opens
+    /// another).
+    async fn forget(&self, uri: &Uri) {
+        if let Ok((slot, _, _)) = self.slot(uri) {
+            let mut conn = slot.lock().await;
+            if conn.as_ref().is_some_and(|c| c.is_closed()) {
+                *conn = None;
+            }
+        }
+    }
+
+    /// The open connection to `uri`'s origin, or a new one.
+    async fn sender(&self, uri: &Uri) -> Result<Sender, H2cError> {
+        let (slot, host, port) = self.slot(uri)?;
         let mut conn = slot.lock().await;
         if let Some(s) = conn.as_ref() {
             if !s.is_closed() {
@@ -153,6 +190,11 @@ impl H2c {
             let (sender, connection) =
                 hyper::client::conn::http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
+                    // A server gone without a word (no FIN, no GOAWAY) is
+                    // found by an unanswered ping, not by every waiting
+                    // call's deadline.
+                    .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+                    .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
                     .handshake(TokioIo::new(tcp))
                     .await
                     .map_err(|e| H2cError::Send(super::api::error_chain(&e)))?;
