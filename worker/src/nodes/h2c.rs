@@ -82,36 +82,23 @@ impl H2c {
         body: bytes::Bytes,
         limit: usize,
     ) -> Result<H2cResponse, H2cError> {
-        let mut req = Request::post(uri.clone())
+        let mut sender = self.sender(&uri).await?;
+        let mut req = Request::post(uri)
             .body(Full::new(body))
             .map_err(|e| H2cError::Send(e.to_string()))?;
         *req.headers_mut() = headers;
-        // A connection that closed under us (GOAWAY, the server restarted)
-        // hands the request back unsent: open another and send it there, once.
-        let mut retried = false;
-        let resp = loop {
-            let mut sender = self.sender(&uri).await?;
-            // Waits while the connection is at the server's stream limit.
-            if let Err(e) = sender.ready().await {
-                if retried {
-                    return Err(H2cError::Send(super::api::error_chain(&e)));
-                }
-                retried = true;
-                self.forget(&uri).await;
-                continue;
-            }
-            match sender.try_send_request(req).await {
-                Ok(resp) => break resp,
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if !retried => {
-                        retried = true;
-                        self.forget(&uri).await;
-                        req = unsent;
-                    }
-                    _ => return Err(H2cError::Send(super::api::error_chain(e.error()))),
-                },
-            }
-        };
+        // Waits while the connection is at the server's stream limit. (A
+        // call lost to a connection closing under it fails retryable; the
+        // node's retry policy decides. Not resent here: holding the request
+        // for that would cost every waiting call a copy's worth of memory.)
+        sender
+            .ready()
+            .await
+            .map_err(|e| H2cError::Send(super::api::error_chain(&e)))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| H2cError::Send(super::api::error_chain(&e)))?;
         let (parts, body) = resp.into_parts();
         let declared = parts
             .headers
@@ -156,17 +143,6 @@ impl H2c {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         let slot = conns.entry(format!("{host}:{port}")).or_default().clone();
         Ok((slot, host, port))
-    }
-
-    /// Forgets `uri`'s connection if it has closed (the next caller opens
-    /// another).
-    async fn forget(&self, uri: &Uri) {
-        if let Ok((slot, _, _)) = self.slot(uri) {
-            let mut conn = slot.lock().await;
-            if conn.as_ref().is_some_and(|c| c.is_closed()) {
-                *conn = None;
-            }
-        }
     }
 
     /// The open connection to `uri`'s origin, or a new one.
