@@ -48,9 +48,6 @@ use weft_shared::wire::{
 
 /// How often dead workers and overdue runs are looked for.
 const TICK: Duration = Duration::from_millis(100);
-/// Encoded definitions kept (per workflow version); the cache is emptied
-/// when full.
-const ENCODED_DEFINITIONS: usize = 1024;
 /// How long a worker that refused an assignment is skipped.
 const BLOCK_AFTER_REFUSAL: Duration = Duration::from_millis(500);
 
@@ -58,6 +55,8 @@ const BLOCK_AFTER_REFUSAL: Duration = Duration::from_millis(500);
 pub struct Submission {
     pub record: RunRecord,
     pub definition: Arc<WorkflowDefinition>,
+    /// The same, encoded for assignments.
+    pub wire: WireDefinition,
     /// Hears the run's final record (synchronous runs).
     pub waiter: Option<oneshot::Sender<RunRecord>>,
     pub traceparent: Option<String>,
@@ -285,6 +284,7 @@ enum Placement {
 struct LiveRun {
     record: RunRecord,
     definition: Arc<WorkflowDefinition>,
+    wire: WireDefinition,
     waiters: Vec<oneshot::Sender<RunRecord>>,
     placement: Placement,
     traceparent: Option<String>,
@@ -307,9 +307,6 @@ struct Dispatcher {
     /// nodes); entries of runs no longer parked are skipped when due.
     waits: BinaryHeap<Reverse<(u64, Uuid)>>,
     rotation: usize,
-    /// Definitions encoded for the wire, per (workflow, version): once per
-    /// version, not once per assignment.
-    encoded: HashMap<(String, u32), WireDefinition>,
     /// When this coordinator's own NATS connection was last seen down. While
     /// it is down no heartbeat can arrive, so silence proves nothing; workers
     /// get `dead_after` from the reconnection to be heard again.
@@ -320,6 +317,7 @@ struct Dispatcher {
 pub struct Recovered {
     pub record: RunRecord,
     pub definition: Arc<WorkflowDefinition>,
+    pub wire: WireDefinition,
     pub env: Arc<BTreeMap<String, EnvValue>>,
     /// It has a pending push delivery.
     pub push: bool,
@@ -351,12 +349,12 @@ pub fn spawn(
         deadlines: BinaryHeap::new(),
         waits: BinaryHeap::new(),
         rotation: 0,
-        encoded: HashMap::new(),
         nats_down_at: None,
     };
     for Recovered {
         record,
         definition,
+        wire,
         env,
         push,
     } in recovered
@@ -382,6 +380,7 @@ pub fn spawn(
             LiveRun {
                 record,
                 definition,
+                wire,
                 waiters: Vec::new(),
                 placement,
                 traceparent: None,
@@ -825,6 +824,7 @@ impl Dispatcher {
             LiveRun {
                 record: s.record,
                 definition: s.definition,
+                wire: s.wire,
                 waiters: s.waiter.into_iter().collect(),
                 placement: Placement::Pending,
                 traceparent: s.traceparent,
@@ -1016,34 +1016,12 @@ impl Dispatcher {
             if let Some(w) = self.workers.get_mut(&worker_id) {
                 w.assigned.insert(run_id);
             }
-            let key = (run.record.workflow_id.clone(), run.record.version);
-            let definition = match self.encoded.get(&key) {
-                Some(d) => d.clone(),
-                None => match WireDefinition::encode(&run.definition) {
-                    Ok(d) => {
-                        if self.encoded.len() >= ENCODED_DEFINITIONS {
-                            self.encoded.clear();
-                        }
-                        self.encoded.insert(key, d.clone());
-                        d
-                    }
-                    Err(e) => {
-                        let _ = self.tx.send(Cmd::AssignDone {
-                            run_id,
-                            attempt,
-                            worker_id,
-                            outcome: Err(AssignFailure::Other(e.to_string())),
-                        });
-                        continue;
-                    }
-                },
-            };
             let msg = Assign {
                 run_id,
                 attempt,
                 workflow_id: run.record.workflow_id.clone(),
                 version: run.record.version,
-                definition,
+                definition: run.wire.clone(),
                 input: run.record.input.clone(),
                 deadline_ms: run.record.deadline_ms,
                 traceparent: run.traceparent.clone(),

@@ -175,14 +175,22 @@ pub async fn run(
                 let vars = store.list_env(&rec.workflow_id).await?;
                 let env = api::resolve_env(&crypto, &vars, &refs)
                     .map_err(|e| CoordinatorError::Config(e.to_string()))?;
-                defs.insert(key.clone(), (Arc::new(v.definition), Arc::new(env)));
+                match weft_shared::wire::WireDefinition::encode(&v.definition) {
+                    Ok(wire) => {
+                        defs.insert(key.clone(), (Arc::new(v.definition), wire, Arc::new(env)));
+                    }
+                    Err(e) => {
+                        tracing::error!(workflow_id = %rec.workflow_id, version = rec.version, error = %e, "cannot encode a stored definition")
+                    }
+                }
             }
         }
         match defs.get(&key) {
-            Some((d, env)) => recovered.push(dispatch::Recovered {
+            Some((d, wire, env)) => recovered.push(dispatch::Recovered {
                 push: pushed.contains(&rec.id),
                 record: rec,
                 definition: d.clone(),
+                wire: wire.clone(),
                 env: env.clone(),
             }),
             None => {

@@ -74,13 +74,7 @@ impl TraceParent {
 }
 
 fn hex(b: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        s.push(DIGITS[(x >> 4) as usize] as char);
-        s.push(DIGITS[(x & 0xf) as usize] as char);
-    }
-    s
+    hex::encode(b)
 }
 
 fn rand_bytes<const N: usize>() -> [u8; N] {

@@ -110,15 +110,6 @@ impl WireDefinition {
     pub fn decode(&self) -> Result<WorkflowDefinition, WireError> {
         rmp_serde::from_slice(&self.0).map_err(|e| WireError::Decode(format!("definition: {e}")))
     }
-
-    /// Encoded size in bytes.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl std::fmt::Debug for WireDefinition {

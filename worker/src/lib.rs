@@ -123,8 +123,7 @@ pub async fn run_with(
         )),
         fault_injection: config.fault_injection,
         max_output_bytes: config.max_output_bytes,
-        http: http_client(false)?,
-        model_http: http_client(config.model_http2_prior_knowledge)?,
+        http: http_client()?,
         model_h2c: config
             .model_http2_prior_knowledge
             .then(|| nodes::h2c::H2c::new(tokio::runtime::Handle::current())),
@@ -409,16 +408,11 @@ pub async fn run_with(
     Ok(())
 }
 
-fn http_client(http2_prior_knowledge: bool) -> Result<reqwest::Client, WorkerError> {
-    let b = reqwest::Client::builder()
+fn http_client() -> Result<reqwest::Client, WorkerError> {
+    reqwest::Client::builder()
         .user_agent(nodes::USER_AGENT)
-        .pool_max_idle_per_host(256);
-    let b = if http2_prior_knowledge {
-        b.http2_prior_knowledge()
-    } else {
-        b
-    };
-    b.build()
+        .pool_max_idle_per_host(256)
+        .build()
         .map_err(|e| WorkerError::Nats(format!("http client: {e}")))
 }
 

@@ -70,7 +70,7 @@ use weft_shared::error::ErrorCode;
 use weft_shared::model::WorkflowDefinition;
 use weft_shared::secret::SecretString;
 use weft_shared::validate::Plan;
-use weft_shared::wire::EnvValue;
+use weft_shared::wire::{EnvValue, WireDefinition};
 
 /// Whether a workflow can be run now, cached for the run hot path: its
 /// deployed version, or why its runs are refused.
@@ -111,6 +111,8 @@ impl Refusal {
 pub struct Deployed {
     pub version: u32,
     pub definition: Arc<WorkflowDefinition>,
+    /// The definition encoded for assignments, once per version.
+    pub wire: WireDefinition,
     pub plan: Arc<Plan>,
     /// The environment variables it names: only these travel with its runs.
     pub env_refs: Vec<String>,
@@ -262,9 +264,11 @@ impl AppState {
         let plan = weft_shared::validate::validate(&def)
             .map_err(|_| ApiError::internal("a deployed version no longer validates"))?;
         let env_refs = weft_shared::validate::env_refs(&def).into_iter().collect();
+        let wire = WireDefinition::encode(&def).map_err(ApiError::internal)?;
         Ok(Arc::new(Deployed {
             version,
             definition: Arc::new(def),
+            wire,
             plan: Arc::new(plan),
             env_refs,
             endpoint,

@@ -303,6 +303,7 @@ pub async fn start(
         st.dispatch.submit(Submission {
             record: record.clone(),
             definition: deployed.definition.clone(),
+            wire: deployed.wire.clone(),
             waiter: None,
             traceparent,
             env,
@@ -321,6 +322,7 @@ pub async fn start(
     st.dispatch.submit(Submission {
         record,
         definition: deployed.definition.clone(),
+        wire: deployed.wire.clone(),
         waiter: Some(tx),
         traceparent,
         env,

@@ -206,11 +206,20 @@ impl RunActor {
     /// The run's `steps`, for writing (copied first if a running node still
     /// reads the current context).
     fn steps(&mut self) -> &mut Map<String, Value> {
-        let ctx = Arc::make_mut(&mut self.context);
-        if !ctx["steps"].is_object() {
-            ctx["steps"] = Value::Object(Map::new());
-        }
-        ctx["steps"].as_object_mut().expect("made an object above")
+        Arc::make_mut(&mut self.context)["steps"]
+            .as_object_mut()
+            .expect("the context is built with a `steps` object")
+    }
+
+    /// Records a node's output in `steps`, keys in sorted order: objects keep
+    /// insertion order, and parallel branches finish in any order, so a
+    /// script reading `steps` sees the same order every run.
+    fn record_step(&mut self, node_id: String, output: Value) {
+        let mut step = Map::new();
+        step.insert("output".into(), output);
+        let steps = self.steps();
+        steps.insert(node_id, Value::Object(step));
+        steps.sort_keys();
     }
 
     fn info(&mut self, ctx: &mut Context<Self>) -> Arc<RunInfo> {
@@ -496,7 +505,7 @@ impl RunActor {
             l.resumed_by = Some(r.resumed_by);
             l.resumed_at_ms = Some(r.resumed_at_ms);
         }
-        self.steps().insert(w.node_id, json!({"output": output}));
+        self.record_step(w.node_id, output);
         self.resolve(idx, None, true, ctx);
     }
 
@@ -513,7 +522,7 @@ impl RunActor {
             let i = index(&d.node_id)?;
             self.states[i] = NodeState::Done;
             branch[i] = d.branch.clone();
-            self.steps().insert(d.node_id, json!({"output": d.output}));
+            self.record_step(d.node_id, d.output);
         }
         for id in &cp.skipped {
             self.states[index(id)?] = NodeState::Skipped;
@@ -725,9 +734,7 @@ impl Handler<NodeFinished> for RunActor {
                     }
                     return;
                 }
-                let mut step = Map::new();
-                step.insert("output".into(), out.value);
-                self.steps().insert(node_id, Value::Object(step));
+                self.record_step(node_id, out.value);
                 self.resolve(msg.idx, out.branch.as_deref(), true, ctx);
                 self.maybe_pause(ctx);
             }

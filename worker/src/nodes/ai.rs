@@ -92,14 +92,14 @@ async fn call(a: &Attempt, c: Call<'_>, model_timeout_ms: Option<u64>) -> Result
         .retryable()
     };
     let fut = async {
-        let (status, headers, bytes) = match &a.env.model_h2c {
-            Some(h2c) if url.starts_with("http://") => {
-                let uri = url.parse().map_err(|e| {
-                    NodeError::new(
-                        ErrorCode::ModelError,
-                        a.scrub(&format!("base_url: {url} is not a valid URL: {e}")),
-                    )
-                })?;
+        // h2c for http:// URLs when configured; anything else (https, or a
+        // URL that does not parse, which reqwest then reports) via reqwest.
+        let h2c = a.env.model_h2c.as_ref().and_then(|h2c| {
+            let uri = url.parse::<hyper::Uri>().ok()?;
+            (uri.scheme_str() == Some("http")).then_some((h2c, uri))
+        });
+        let (status, headers, bytes) = match h2c {
+            Some((h2c, uri)) => {
                 headers.insert(USER_AGENT, HeaderValue::from_static(super::USER_AGENT));
                 match h2c.post(uri, headers, body, MAX_REPLY_BYTES as usize).await {
                     Ok(r) => (r.status, r.headers, r.body),
@@ -114,7 +114,7 @@ async fn call(a: &Attempt, c: Call<'_>, model_timeout_ms: Option<u64>) -> Result
                 Box::pin(async {
                     let resp = a
                         .env
-                        .model_http
+                        .http
                         .post(&url)
                         .headers(headers)
                         .body(body)

@@ -87,14 +87,10 @@ impl H2c {
             .body(Full::new(body))
             .map_err(|e| H2cError::Send(e.to_string()))?;
         *req.headers_mut() = headers;
-        // Waits while the connection is at the server's stream limit. (A
-        // call lost to a connection closing under it fails retryable; the
-        // node's retry policy decides. Not resent here: holding the request
-        // for that would cost every waiting call a copy's worth of memory.)
-        sender
-            .ready()
-            .await
-            .map_err(|e| H2cError::Send(super::api::error_chain(&e)))?;
+        // Beyond the server's stream limit, hyper queues the request. A call
+        // lost to a connection closing under it fails retryable and the
+        // node's retry policy decides; it is not resent here (holding the
+        // request for that would cost every waiting call a copy of it).
         let resp = sender
             .send_request(req)
             .await

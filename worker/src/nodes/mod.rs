@@ -98,10 +98,9 @@ pub struct NodeEnv {
     pub fault_injection: bool,
     /// Largest run output accepted.
     pub max_output_bytes: usize,
-    /// One HTTP client (connection pools) for API and AI nodes.
+    /// One HTTP client (connection pools) for API nodes, and for AI nodes'
+    /// calls that do not go over h2c (HTTP/2 by ALPN where the server offers it).
     pub http: reqwest::Client,
-    /// The client for model calls.
-    pub model_http: reqwest::Client,
     /// With `model_http2_prior_knowledge`: the client for `http://` model
     /// URLs (h2c), leaner per waiting call than reqwest.
     pub model_h2c: Option<h2c::H2c>,
