@@ -193,6 +193,23 @@ impl Stats {
         }
     }
 
+    /// Counts a new run of `workflow_id` among its live runs — unless
+    /// `limit` (when not 0) are live already — in one step, so concurrent
+    /// requests cannot all pass the limit. Dropping the claim uncounts it;
+    /// [`DispatchHandle::submit`] keeps it for the run's life.
+    pub fn claim_run(self: &Arc<Self>, workflow_id: &str, limit: usize) -> Option<RunClaim> {
+        let mut m = self.per_workflow.lock().ok()?;
+        let live = m.get(workflow_id).copied().unwrap_or(0);
+        if limit > 0 && live >= limit {
+            return None;
+        }
+        m.insert(workflow_id.to_string(), live + 1);
+        Some(RunClaim {
+            stats: self.clone(),
+            workflow_id: Some(workflow_id.to_string()),
+        })
+    }
+
     fn end_run(&self, workflow_id: &str) {
         if let Ok(mut m) = self.per_workflow.lock() {
             if let Some(n) = m.get_mut(workflow_id) {
@@ -201,6 +218,21 @@ impl Stats {
                     m.remove(workflow_id);
                 }
             }
+        }
+    }
+}
+
+/// A run counted among its workflow's live runs ([`Stats::claim_run`]);
+/// uncounted when dropped unless the dispatcher took the run.
+pub struct RunClaim {
+    stats: Arc<Stats>,
+    workflow_id: Option<String>,
+}
+
+impl Drop for RunClaim {
+    fn drop(&mut self) {
+        if let Some(w) = self.workflow_id.take() {
+            self.stats.end_run(&w);
         }
     }
 }
@@ -216,16 +248,14 @@ impl DispatchHandle {
         self.tx.send(cmd).is_ok()
     }
 
-    /// Hands a new run to the dispatcher. It counts among its workflow's
-    /// live runs from here, before the caller is answered: a request right
-    /// after sees it (`max_concurrent_runs_per_workflow`), whether or not
-    /// the dispatcher has taken it yet.
-    pub fn submit(&self, s: Submission) -> bool {
-        let workflow_id = s.record.workflow_id.clone();
-        self.stats.add_run(&workflow_id);
+    /// Hands a new run to the dispatcher, with the claim that counted it
+    /// among its workflow's live runs before its caller was answered: the
+    /// count is the dispatcher's to end from here (or the claim's, if the
+    /// dispatcher is gone).
+    pub fn submit(&self, s: Submission, mut claim: RunClaim) -> bool {
         let sent = self.send(Cmd::Submit(Box::new(s)));
-        if !sent {
-            self.stats.end_run(&workflow_id);
+        if sent {
+            claim.workflow_id = None;
         }
         sent
     }
@@ -816,7 +846,7 @@ impl Dispatcher {
 
     fn submit(&mut self, s: Submission) {
         let id = s.record.id;
-        // Counted in the workflow's live runs by `DispatchHandle::submit`.
+        // Counted in the workflow's live runs by its claim (`Stats::claim_run`).
         metrics::counter!(m::RUNS_STARTED, "workflow" => bounded_label("workflow", &s.record.workflow_id)).increment(1);
         self.deadlines.push(Reverse((s.record.deadline_ms, id)));
         self.runs.insert(

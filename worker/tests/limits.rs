@@ -185,6 +185,35 @@ async fn limits_refuse_what_is_too_big_or_too_many() {
         r.json::<Value>().await.unwrap()["error"]["code"],
         "concurrency_limit"
     );
+    // Concurrent requests cannot all slip under the limit: of six at once
+    // to a workflow with nothing running, exactly one is accepted.
+    let mut burst = one_script("return 1", 3_000, None);
+    burst["nodes"][1]["fault"] = json!("hang");
+    burst["name"] = json!("burst");
+    let burst = c.deploy(&burst).await;
+    let mut handles = Vec::new();
+    for _ in 0..6 {
+        let (http, url) = (
+            c.http.clone(),
+            c.url(&format!("/v1/workflows/{burst}/runs?mode=async")),
+        );
+        handles.push(tokio::spawn(async move {
+            http.post(url)
+                .json(&json!({"input": {}}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut codes = Vec::new();
+    for h in handles {
+        codes.push(h.await.unwrap());
+    }
+    codes.sort();
+    assert_eq!(codes, [202, 429, 429, 429, 429, 429]);
+
     // Other workflows are not held back, and the slot frees when the run ends.
     let (_, run) = c.run_sync(&wf, json!({"size": 1})).await;
     assert_eq!(run["status"], "succeeded");

@@ -188,7 +188,8 @@ pub async fn start(
     }
 
     let limit = st.config.max_concurrent_runs_per_workflow;
-    if limit > 0 && stats.live_runs_of(&id) >= limit {
+    // Counted from here; every return before the hand-off uncounts it.
+    let Some(claim) = stats.claim_run(&id, limit) else {
         return Err(reject(
             "concurrency_limit",
             ApiError::new(
@@ -197,7 +198,7 @@ pub async fn start(
             )
             .retry_after(1),
         ));
-    }
+    };
 
     let idempotency_key = headers
         .get("idempotency-key")
@@ -300,15 +301,18 @@ pub async fn start(
         });
         let push = delivery.is_some();
         st.store.save_run_with_delivery(&record, delivery).await?;
-        st.dispatch.submit(Submission {
-            record: record.clone(),
-            definition: deployed.definition.clone(),
-            wire: deployed.wire.clone(),
-            waiter: None,
-            traceparent,
-            env,
-            push,
-        });
+        st.dispatch.submit(
+            Submission {
+                record: record.clone(),
+                definition: deployed.definition.clone(),
+                wire: deployed.wire.clone(),
+                waiter: None,
+                traceparent,
+                env,
+                push,
+            },
+            claim,
+        );
         let body = RunAccepted {
             run_id,
             status: RunStatus::Queued,
@@ -319,15 +323,18 @@ pub async fn start(
 
     st.store.enqueue_run(&record, None);
     let (tx, rx) = tokio::sync::oneshot::channel();
-    st.dispatch.submit(Submission {
-        record,
-        definition: deployed.definition.clone(),
-        wire: deployed.wire.clone(),
-        waiter: Some(tx),
-        traceparent,
-        env,
-        push: false,
-    });
+    st.dispatch.submit(
+        Submission {
+            record,
+            definition: deployed.definition.clone(),
+            wire: deployed.wire.clone(),
+            waiter: Some(tx),
+            traceparent,
+            env,
+            push: false,
+        },
+        claim,
+    );
     // The run ends by its deadline (the coordinator enforces it after a
     // grace period), so waiting past deadline + grace only guards against a
     // bug; the sync timeout caps the wait either way.
