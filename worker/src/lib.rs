@@ -42,6 +42,8 @@ pub enum WorkerError {
     Nats(String),
     #[error("actor system: {0}")]
     Actors(#[from] std::io::Error),
+    #[error("http client: {0}")]
+    Http(String),
 }
 
 /// Plans kept per (workflow, version), so a definition is checked once.
@@ -413,7 +415,7 @@ fn http_client() -> Result<reqwest::Client, WorkerError> {
         .user_agent(nodes::USER_AGENT)
         .pool_max_idle_per_host(256)
         .build()
-        .map_err(|e| WorkerError::Nats(format!("http client: {e}")))
+        .map_err(|e| WorkerError::Http(e.to_string()))
 }
 
 /// Takes or refuses an assignment.
