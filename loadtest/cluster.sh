@@ -14,7 +14,8 @@
 # to .weft-local/.
 # Children run in their own sessions (setsid), so Ctrl-C reaches only this
 # script, which stops them in order: workers drain first, NATS goes last.
-# Build profile: WEFT_PROFILE=dev (default, shared with the tests) or release.
+# Build profile: WEFT_PROFILE=dev (default, shared with the tests) or release;
+# WEFT_BIN_DIR=DIR runs the binaries in DIR instead of building.
 #
 # bench: starts the cluster as `up` does (plus the mock model on 127.0.0.1:8089,
 # answering in 500 ms, for `ai`), measures the two baselines (NATS
@@ -77,9 +78,18 @@ for p in ${PORTS[@]+"${PORTS[@]}"}; do
 done
 
 . .ci/install
-say "building (cargo build --profile $PROFILE)"
-cargo build --profile "$PROFILE" "${BINS[@]}"
-TARGET="${CARGO_TARGET_DIR:-target}/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
+if [ -n "${WEFT_BIN_DIR:-}" ]; then
+  # Prebuilt binaries (e.g. an earlier commit's, to compare two builds in the
+  # same hour on the same machine): no build.
+  TARGET="$WEFT_BIN_DIR"
+  for b in "${BINS[@]}"; do
+    [ "$b" = --bin ] || [ -x "$TARGET/$b" ] || die "WEFT_BIN_DIR has no $b"
+  done
+else
+  say "building (cargo build --profile $PROFILE)"
+  cargo build --profile "$PROFILE" "${BINS[@]}"
+  TARGET="${CARGO_TARGET_DIR:-target}/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
+fi
 
 if [ "$MODE" = chaos ]; then
   OUT="$STATE/chaos-$(date +%Y%m%d-%H%M%S)"

@@ -16,6 +16,7 @@ pub struct NatsServer {
     child: Option<Child>,
     dir: tempfile::TempDir,
     port: u16,
+    monitor_port: u16,
 }
 
 /// `$WEFT_NATS_SERVER`; else the one `.ci/install` puts in
@@ -43,19 +44,23 @@ impl NatsServer {
             child: None,
             dir,
             port: 0,
+            monitor_port: 0,
         };
         s.spawn(None);
         s
     }
 
-    fn spawn(&mut self, port: Option<u16>) {
+    fn spawn(&mut self, ports: Option<(u16, u16)>) {
         let ports_dir = self.dir.path().join("ports");
         let _ = std::fs::remove_dir_all(&ports_dir);
         std::fs::create_dir_all(&ports_dir).expect("ports dir");
         let store = self.dir.path().join("js");
-        let port_arg = port.map(|p| p.to_string()).unwrap_or_else(|| "-1".into());
+        let (port_arg, monitor_arg) = ports
+            .map(|(p, m)| (p.to_string(), m.to_string()))
+            .unwrap_or_else(|| ("-1".into(), "-1".into()));
         let child = Command::new(binary())
-            .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
+            .args(["-a", "127.0.0.1", "-p", &port_arg, "-m", &monitor_arg])
+            .args(["-js", "-sd"])
             .arg(&store)
             .arg("--ports_file_dir")
             .arg(&ports_dir)
@@ -74,8 +79,9 @@ impl NatsServer {
         let started = Instant::now();
         loop {
             if let Ok(text) = std::fs::read_to_string(&file) {
-                if let Some(p) = parse_port(&text) {
+                if let Some((p, m)) = parse_ports(&text) {
                     self.port = p;
+                    self.monitor_port = m;
                     break;
                 }
             }
@@ -102,6 +108,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The server's HTTP monitoring endpoint (`/connz`, `/varz`, …).
+    pub fn monitor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.monitor_port)
+    }
+
     /// Kills the server (SIGKILL) and waits for it to exit.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -113,16 +124,20 @@ impl NatsServer {
     /// Starts it again on the same port, with the same store.
     pub fn restart(&mut self) {
         self.kill();
-        let port = self.port;
-        self.spawn(Some(port));
+        let ports = (self.port, self.monitor_port);
+        self.spawn(Some(ports));
     }
 }
 
-fn parse_port(text: &str) -> Option<u16> {
-    // {"nats":["nats://127.0.0.1:4222"], ...}
+/// The client and monitoring ports from a ports file.
+fn parse_ports(text: &str) -> Option<(u16, u16)> {
+    // {"nats":["nats://127.0.0.1:4222"],"monitoring":["http://127.0.0.1:8222"]}
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
-    let url = v.get("nats")?.as_array()?.first()?.as_str()?;
-    url.rsplit(':').next()?.parse().ok()
+    let port = |key: &str| -> Option<u16> {
+        let url = v.get(key)?.as_array()?.first()?.as_str()?;
+        url.rsplit(':').next()?.parse().ok()
+    };
+    Some((port("nats")?, port("monitoring")?))
 }
 
 impl Drop for NatsServer {
@@ -151,9 +166,16 @@ mod tests {
     #[test]
     fn parses_the_ports_file() {
         assert_eq!(
-            super::parse_port(r#"{"nats":["nats://127.0.0.1:4321"],"monitoring":[]}"#),
-            Some(4321)
+            super::parse_ports(
+                r#"{"nats":["nats://127.0.0.1:4321"],"monitoring":["http://127.0.0.1:8222"]}"#
+            ),
+            Some((4321, 8222))
         );
-        assert_eq!(super::parse_port("garbage"), None);
+        // Written before monitoring listens: not yet.
+        assert_eq!(
+            super::parse_ports(r#"{"nats":["nats://127.0.0.1:4321"],"monitoring":[]}"#),
+            None
+        );
+        assert_eq!(super::parse_ports("garbage"), None);
     }
 }

@@ -87,14 +87,7 @@ pub async fn run_with(
     metrics::describe();
     let worker_id = config.resolved_worker_id();
     let subjects = Subjects::new(&config.subject_prefix);
-    let nats = async_nats::ConnectOptions::new()
-        .name(format!("weft-worker-{worker_id}"))
-        .retry_on_initial_connect()
-        // Back within a second after a NATS restart: the heartbeat deadline
-        // (a few seconds) must not be spent waiting to reconnect.
-        .reconnect_delay_callback(|attempts| {
-            std::time::Duration::from_millis((attempts as u64 * 100).min(1_000))
-        })
+    let nats = nats_options(format!("weft-worker-{worker_id}"))
         .connect(config.nats_url.as_str())
         .await
         .map_err(|e| WorkerError::Nats(e.to_string()))?;
@@ -134,8 +127,8 @@ pub async fn run_with(
 
     // Results, and runs paused at human nodes, go to the coordinator until
     // acknowledged. Each is counted in `unacked` at once, then its delivery
-    // starts on the runtime straight from the actor's thread that ended the
-    // run (one thread hand-off, not two).
+    // starts on the thread of the actor that ended the run, on its arbiter's
+    // connection.
     let results = outbox::<RunResult>(&nats, subjects.results(), &shared);
     let checkpoints = outbox::<RunCheckpoint>(&nats, subjects.checkpoints(), &shared);
     // Progress (waiting / running again) is published as it happens.
@@ -175,35 +168,59 @@ pub async fn run_with(
         })
     };
 
-    // Assignments.
-    let mut assigns = nats
-        .subscribe(subjects.assign(&worker_id))
-        .await
-        .map_err(|e| WorkerError::Nats(e.to_string()))?;
+    // Assignments: each arbiter has its own NATS connection, its task on
+    // the arbiter's thread, in one queue group on this worker's assign
+    // subject. An assignment is decoded, its run actor started and its result
+    // sent on one thread, with no hand-off between threads on the way.
+    let mut arbiter_nats = Vec::new();
     {
-        let nats = nats.clone();
-        let shared = shared.clone();
-        let actors = actors.clone();
-        tokio::spawn(async move {
-            let mut plans: HashMap<(String, u32), Arc<Plan>> = HashMap::new();
-            while let Some(msg) = assigns.next().await {
-                let reply = match wire::decode::<Assign>(&msg.payload) {
-                    Ok(a) => accept(a, &shared, &actors, &env, &sink, &mut plans),
-                    Err(e) => {
-                        ::metrics::counter!(metrics::WIRE_ERRORS, "subject" => "assign")
-                            .increment(1);
-                        tracing::debug!(error = %e, "dropped bad assignment");
-                        AssignReply {
-                            accepted: false,
-                            reason: Some(format!("bad message: {e}")),
-                        }
-                    }
-                };
-                if let (Some(to), Ok(bytes)) = (msg.reply, wire::encode(&reply)) {
-                    let _ = nats.publish(to, bytes).await;
+        let mut ready = Vec::new();
+        for (i, arbiter) in actors.arbiters().iter().enumerate() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let options = nats_options(format!("weft-worker-{worker_id}-a{i}"));
+            let url = config.nats_url.clone();
+            let subject = subjects.assign(&worker_id);
+            let taker = Taker {
+                shared: shared.clone(),
+                env: env.clone(),
+                sink: sink.clone(),
+            };
+            arbiter.spawn(async move {
+                let subscribed = async {
+                    let client = options.connect(url.as_str()).await?;
+                    let assigns = client
+                        .queue_subscribe(subject, "weft-worker".into())
+                        .await?;
+                    // One round trip on this connection, so the server holds
+                    // the subscription before the main connection announces
+                    // the worker (across connections nothing is ordered).
+                    // Nobody answers: "no responders" is the expected reply.
+                    let _ = client
+                        .request(client.new_inbox(), bytes::Bytes::new())
+                        .await;
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>((client, assigns))
                 }
+                .await;
+                match subscribed {
+                    Ok((client, assigns)) => {
+                        ARBITER_NATS.with(|c| *c.borrow_mut() = Some(client.clone()));
+                        let _ = tx.send(Ok(client.clone()));
+                        take_assignments(client, assigns, taker).await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                    }
+                }
+            });
+            ready.push(rx);
+        }
+        for rx in ready {
+            match rx.await {
+                Ok(Ok(client)) => arbiter_nats.push(client),
+                Ok(Err(e)) => return Err(WorkerError::Nats(e)),
+                Err(_) => return Err(WorkerError::Nats("an arbiter stopped at start".into())),
             }
-        });
+        }
     }
 
     // Cancellations.
@@ -346,6 +363,7 @@ pub async fn run_with(
         let listener = tokio::net::TcpListener::bind(&config.metrics_addr).await?;
         let shared = shared.clone();
         let nats = nats.clone();
+        let arbiter_nats = arbiter_nats.clone();
         let app = axum::Router::new()
             .route(
                 "/metrics",
@@ -355,8 +373,12 @@ pub async fn run_with(
             .route(
                 "/readyz",
                 axum::routing::get(move || async move {
+                    let connected = |c: &async_nats::Client| {
+                        c.connection_state() == async_nats::connection::State::Connected
+                    };
                     let ready = !shared.draining.load(Ordering::Relaxed)
-                        && nats.connection_state() == async_nats::connection::State::Connected;
+                        && connected(&nats)
+                        && arbiter_nats.iter().all(connected);
                     if ready {
                         (axum::http::StatusCode::OK, "ready")
                     } else {
@@ -399,7 +421,17 @@ pub async fn run_with(
     }) {
         let _ = nats.publish(subjects.deregister(), bytes).await;
     }
+    for c in &arbiter_nats {
+        let _ = c.drain().await;
+    }
     let _ = nats.drain().await;
+    // Results of runs left over once the arbiters stop go through the main
+    // connection's fallback path, not a drained one.
+    for arbiter in actors.arbiters() {
+        arbiter.spawn_fn(|| {
+            ARBITER_NATS.with(|c| c.borrow_mut().take());
+        });
+    }
     if let Some(s) = metrics_server {
         s.abort();
     }
@@ -410,6 +442,58 @@ pub async fn run_with(
     Ok(())
 }
 
+/// How every connection of the worker to NATS is made.
+fn nats_options(name: String) -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        // Back within a second after a NATS restart: the heartbeat deadline
+        // (a few seconds) must not be spent waiting to reconnect.
+        .reconnect_delay_callback(|attempts| {
+            std::time::Duration::from_millis((attempts as u64 * 100).min(1_000))
+        })
+}
+
+thread_local! {
+    /// The NATS connection of the arbiter this thread runs, if it is one:
+    /// results of runs ending here are sent on it, from this thread.
+    static ARBITER_NATS: std::cell::RefCell<Option<async_nats::Client>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// What taking an assignment needs, one per arbiter.
+struct Taker {
+    shared: Arc<Shared>,
+    env: Arc<nodes::NodeEnv>,
+    sink: Arc<RunSink>,
+}
+
+/// An arbiter's loop: takes (or refuses) each assignment it is handed,
+/// starting the run on this arbiter, and replies.
+async fn take_assignments(
+    nats: async_nats::Client,
+    mut assigns: async_nats::Subscriber,
+    taker: Taker,
+) {
+    let mut plans: HashMap<(String, u32), Arc<Plan>> = HashMap::new();
+    while let Some(msg) = assigns.next().await {
+        let reply = match wire::decode::<Assign>(&msg.payload) {
+            Ok(a) => accept(a, &taker, &mut plans),
+            Err(e) => {
+                ::metrics::counter!(metrics::WIRE_ERRORS, "subject" => "assign").increment(1);
+                tracing::debug!(error = %e, "dropped bad assignment");
+                AssignReply {
+                    accepted: false,
+                    reason: Some(format!("bad message: {e}")),
+                }
+            }
+        };
+        if let (Some(to), Ok(bytes)) = (msg.reply, wire::encode(&reply)) {
+            let _ = nats.publish(to, bytes).await;
+        }
+    }
+}
+
 fn http_client() -> Result<reqwest::Client, WorkerError> {
     reqwest::Client::builder()
         .user_agent(nodes::USER_AGENT)
@@ -418,15 +502,9 @@ fn http_client() -> Result<reqwest::Client, WorkerError> {
         .map_err(|e| WorkerError::Http(e.to_string()))
 }
 
-/// Takes or refuses an assignment.
-fn accept(
-    a: Assign,
-    shared: &Arc<Shared>,
-    actors: &ActorRuntime,
-    env: &Arc<nodes::NodeEnv>,
-    sink: &Arc<RunSink>,
-    plans: &mut HashMap<(String, u32), Arc<Plan>>,
-) -> AssignReply {
+/// Takes or refuses an assignment; a run taken starts on this arbiter.
+fn accept(a: Assign, taker: &Taker, plans: &mut HashMap<(String, u32), Arc<Plan>>) -> AssignReply {
+    let Taker { shared, env, sink } = taker;
     let refuse = |reason: &str| AssignReply {
         accepted: false,
         reason: Some(reason.to_string()),
@@ -509,7 +587,6 @@ fn accept(
     let worker_id = shared.worker_id.clone();
     let run_id = a.run_id;
     let attempt = a.attempt;
-    let arbiter = actors.next_arbiter();
     let start = move |_: &mut actix::Context<RunActor>| {
         RunActor::new(
             run_id,
@@ -532,11 +609,11 @@ fn accept(
     // or its next assignment here would be taken for a repeat of this one.
     match shared.runs.lock() {
         Ok(mut m) => {
-            let addr = RunActor::start_in_arbiter(arbiter, start);
+            let addr = RunActor::create(start);
             m.insert(run_id, (addr, attempt));
         }
         Err(_) => {
-            RunActor::start_in_arbiter(arbiter, start);
+            RunActor::create(start);
         }
     }
     AssignReply {
@@ -546,7 +623,8 @@ fn accept(
 }
 
 /// What an actor calls to hand a result (or a checkpoint) over: counts it in
-/// `unacked`, then starts its delivery on this runtime.
+/// `unacked`, then starts its delivery — on the arbiter's own connection
+/// when called on an arbiter, else on the main connection and runtime.
 fn outbox<T: wire::Message + Send + 'static>(
     nats: &async_nats::Client,
     subject: String,
@@ -556,7 +634,15 @@ fn outbox<T: wire::Message + Send + 'static>(
     let runtime = tokio::runtime::Handle::current();
     Box::new(move |m| {
         shared.unacked.fetch_add(1, Ordering::SeqCst);
-        runtime.spawn(deliver(nats.clone(), subject.clone(), m, shared.clone()));
+        match ARBITER_NATS.with(|c| c.borrow().clone()) {
+            // On an arbiter: its own connection, on this thread.
+            Some(local) => {
+                actix_rt::spawn(deliver(local, subject.clone(), m, shared.clone()));
+            }
+            None => {
+                runtime.spawn(deliver(nats.clone(), subject.clone(), m, shared.clone()));
+            }
+        }
     })
 }
 

@@ -80,6 +80,69 @@ async fn four_node_workflow_runs_sync_and_async_spread_over_two_workers() {
     c.shutdown().await;
 }
 
+/// Each arbiter of a worker takes assignments on a NATS connection of its
+/// own (one queue group on the worker's assign subject) and sends the replies
+/// and results of its runs on it; the main connection does not subscribe to
+/// assignments. Read from the server's own view of its connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_arbiter_takes_runs_and_sends_results_on_its_own_nats_connection() {
+    let c = Cluster::start(1).await;
+    let id = c.workers[0].id.clone();
+    let wf = c.deploy(&four_node()).await;
+    const RUNS: u64 = 40;
+    for n in 0..RUNS {
+        let (s, run) = c.run_sync(&wf, json!({"n": n})).await;
+        assert_eq!(s, 200, "{run}");
+        assert_eq!(run["output"]["v"], json!(n * 2));
+    }
+    let connz: serde_json::Value = reqwest::get(format!("{}/connz?subs=1", c.nats.monitor_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let conns = connz["connections"].as_array().unwrap();
+    let named = |name: &str| {
+        conns
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no connection named {name}: {connz}"))
+    };
+    let assign = format!("weft.worker.{id}.assign");
+    let subscribed = |conn: &serde_json::Value| {
+        conn["subscriptions_list"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|s| s == assign.as_str()))
+    };
+    assert!(
+        !subscribed(named(&format!("weft-worker-{id}"))),
+        "the main connection must not take assignments: {connz}"
+    );
+    let (mut sent, mut received) = (0, 0);
+    for a in 0..2 {
+        let conn = named(&format!("weft-worker-{id}-a{a}"));
+        assert!(subscribed(conn), "arbiter {a} takes no assignments: {conn}");
+        // Server → arbiter: its assignments and the acks of its results.
+        let out = conn["out_msgs"].as_u64().unwrap();
+        assert!(out > 0, "arbiter {a} was given no run: {conn}");
+        received += out;
+        sent += conn["in_msgs"].as_u64().unwrap();
+    }
+    // Arbiter → server: per run, the assignment's reply, then (on the same
+    // connection, so in order) the result the caller was answered with.
+    assert!(
+        sent >= 2 * RUNS,
+        "{sent} messages from the arbiters for {RUNS} runs"
+    );
+    // Server → arbiters: every assignment (the last acks may still be on
+    // their way).
+    assert!(
+        received >= RUNS,
+        "{received} messages to the arbiters for {RUNS} runs"
+    );
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workflow_timeout_fires_before_a_longer_node_timeout() {
     let c = Cluster::start(1).await;

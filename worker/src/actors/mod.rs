@@ -8,14 +8,13 @@ pub mod run;
 pub mod supervisor;
 
 use actix::prelude::*;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The actix system and its arbiters, running on threads of their own beside
-/// the tokio runtime that talks to NATS.
+/// the tokio runtime. Each arbiter takes assignments on its own NATS
+/// connection (see `crate::run_with`).
 pub struct ActorRuntime {
     system: actix_rt::System,
     arbiters: Vec<ArbiterHandle>,
-    next: AtomicUsize,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -41,15 +40,13 @@ impl ActorRuntime {
         Ok(ActorRuntime {
             system,
             arbiters,
-            next: AtomicUsize::new(0),
             thread: Some(thread),
         })
     }
 
-    /// The arbiter for the next run, in turn.
-    pub fn next_arbiter(&self) -> &ArbiterHandle {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
-        &self.arbiters[i]
+    /// Every arbiter.
+    pub fn arbiters(&self) -> &[ArbiterHandle] {
+        &self.arbiters
     }
 
     /// Stops every arbiter and waits for the system thread.
