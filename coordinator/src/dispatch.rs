@@ -341,6 +341,75 @@ struct Dispatcher {
     /// it is down no heartbeat can arrive, so silence proves nothing; workers
     /// get `dead_after` from the reconnection to be heard again.
     nats_down_at: Option<Instant>,
+    meters: Meters,
+}
+
+/// Metric handles the dispatcher updates on every pass and every run,
+/// registered once: updating a handle is an atomic operation, while a
+/// `counter!` with labels builds its key and looks it up in the registry.
+struct Meters {
+    pending: metrics::Gauge,
+    pending_oldest: metrics::Gauge,
+    workers_ready: metrics::Gauge,
+    workers_draining: metrics::Gauge,
+    runs_waiting: metrics::Gauge,
+    placement: metrics::Histogram,
+    /// Per workflow id; forgotten all at once when it outgrows twice the
+    /// label cap (deleted workflows), then rebuilt as runs come.
+    workflows: HashMap<String, WorkflowMeters>,
+}
+
+struct WorkflowMeters {
+    label: String,
+    started: metrics::Counter,
+    duration: metrics::Histogram,
+    completed: Vec<(RunStatus, metrics::Counter)>,
+}
+
+impl Meters {
+    fn new() -> Meters {
+        Meters {
+            pending: metrics::gauge!(m::PENDING_RUNS),
+            pending_oldest: metrics::gauge!(m::PENDING_OLDEST_AGE),
+            workers_ready: metrics::gauge!(m::WORKERS, "state" => "ready"),
+            workers_draining: metrics::gauge!(m::WORKERS, "state" => "draining"),
+            runs_waiting: metrics::gauge!(m::RUNS_WAITING),
+            placement: metrics::histogram!(m::PLACEMENT_DURATION),
+            workflows: HashMap::new(),
+        }
+    }
+
+    fn workflow(&mut self, id: &str) -> &mut WorkflowMeters {
+        if !self.workflows.contains_key(id) {
+            if self.workflows.len() >= 2 * weft_shared::telemetry::label_cap() {
+                self.workflows.clear();
+            }
+            let label = bounded_label("workflow", id);
+            let meters = WorkflowMeters {
+                started: metrics::counter!(m::RUNS_STARTED, "workflow" => label.clone()),
+                duration: metrics::histogram!(m::RUN_DURATION, "workflow" => label.clone()),
+                label,
+                completed: Vec::new(),
+            };
+            self.workflows.insert(id.to_string(), meters);
+        }
+        self.workflows
+            .get_mut(id)
+            .expect("inserted above if it was missing")
+    }
+
+    fn run_completed(&mut self, workflow_id: &str, status: RunStatus, secs: f64) {
+        let w = self.workflow(workflow_id);
+        w.duration.record(secs);
+        match w.completed.iter().find(|(s, _)| *s == status) {
+            Some((_, c)) => c.increment(1),
+            None => {
+                let c = metrics::counter!(m::RUNS_COMPLETED, "workflow" => w.label.clone(), "status" => status.as_str());
+                c.increment(1);
+                w.completed.push((status, c));
+            }
+        }
+    }
 }
 
 /// A run found unfinished in the store at start, with what it needs to run.
@@ -380,6 +449,7 @@ pub fn spawn(
         waits: BinaryHeap::new(),
         rotation: 0,
         nats_down_at: None,
+        meters: Meters::new(),
     };
     for Recovered {
         record,
@@ -847,7 +917,10 @@ impl Dispatcher {
     fn submit(&mut self, s: Submission) {
         let id = s.record.id;
         // Counted in the workflow's live runs by its claim (`Stats::claim_run`).
-        metrics::counter!(m::RUNS_STARTED, "workflow" => bounded_label("workflow", &s.record.workflow_id)).increment(1);
+        self.meters
+            .workflow(&s.record.workflow_id)
+            .started
+            .increment(1);
         self.deadlines.push(Reverse((s.record.deadline_ms, id)));
         self.runs.insert(
             id,
@@ -1059,7 +1132,9 @@ impl Dispatcher {
                 callback_base: Some(self.cfg.callback_base.clone()),
                 checkpoint: run.record.checkpoint.clone(),
             };
-            metrics::histogram!(m::PLACEMENT_DURATION).record(started.elapsed().as_secs_f64());
+            self.meters
+                .placement
+                .record(started.elapsed().as_secs_f64());
             self.send_assign(worker_id, msg);
         }
     }
@@ -1292,22 +1367,26 @@ impl Dispatcher {
     fn complete(&mut self, run: LiveRun) {
         let rec = &run.record;
         self.stats.end_run(&rec.workflow_id);
-        let workflow = bounded_label("workflow", &rec.workflow_id);
         let secs = rec
             .ended_at_ms
             .unwrap_or_else(now_ms)
             .saturating_sub(rec.created_at_ms) as f64
             / 1000.0;
-        metrics::counter!(m::RUNS_COMPLETED, "workflow" => workflow.clone(), "status" => rec.status.as_str())
-            .increment(1);
-        metrics::histogram!(m::RUN_DURATION, "workflow" => workflow.clone()).record(secs);
+        self.meters
+            .run_completed(&rec.workflow_id, rec.status, secs);
         if rec.status == RunStatus::TimedOut {
             if let Some(level) = rec.error.as_ref().and_then(|e| e.level) {
                 metrics::counter!(m::TIMEOUTS, "level" => level.as_str()).increment(1);
             }
         }
-        for w in run.waiters {
+        // The last waiter (usually the only one) gets the record itself.
+        let mut waiters = run.waiters;
+        let last = waiters.pop();
+        for w in waiters {
             let _ = w.send(run.record.clone());
+        }
+        if let Some(w) = last {
+            let _ = w.send(run.record);
         }
     }
 
@@ -1378,7 +1457,7 @@ impl Dispatcher {
             self.waits.pop();
             self.wait_expired(id, wall);
         }
-        metrics::gauge!(m::RUNS_WAITING).set(
+        self.meters.runs_waiting.set(
             self.runs
                 .values()
                 .filter(|r| matches!(r.placement, Placement::Parked | Placement::Resuming))
@@ -1414,16 +1493,16 @@ impl Dispatcher {
         self.stats
             .inflight
             .store(self.runs.len() - self.pending.len(), Ordering::Relaxed);
-        metrics::gauge!(m::PENDING_RUNS).set(self.pending.len() as f64);
+        self.meters.pending.set(self.pending.len() as f64);
         let oldest = self
             .pending
             .front()
             .and_then(|id| self.runs.get(id))
             .map(|r| now_ms().saturating_sub(r.record.created_at_ms) as f64 / 1000.0)
             .unwrap_or(0.0);
-        metrics::gauge!(m::PENDING_OLDEST_AGE).set(oldest);
-        metrics::gauge!(m::WORKERS, "state" => "ready").set((live - draining) as f64);
-        metrics::gauge!(m::WORKERS, "state" => "draining").set(draining as f64);
+        self.meters.pending_oldest.set(oldest);
+        self.meters.workers_ready.set((live - draining) as f64);
+        self.meters.workers_draining.set(draining as f64);
     }
 }
 

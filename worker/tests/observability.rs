@@ -172,7 +172,49 @@ async fn the_exposition_passes_promtool_and_matches_the_readme_and_the_code() {
         .all(|(_, t)| t == "histogram" || t == "gauge"));
     assert!(!text.contains("quantile=\""), "no summaries");
     assert!(!text.contains("run_id"), "run ids are never labels");
+    // Counts are exact (handles are registered once and reused).
+    let route = r#"route="/v1/workflows/{id}/runs""#;
+    let wf = format!(r#"workflow="{ok}""#);
+    assert_eq!(sample(&text, "weft_runs_started_total", &[&wf]), Some(10.0));
+    assert_eq!(
+        sample(
+            &text,
+            "weft_runs_completed_total",
+            &[&wf, r#"status="succeeded""#]
+        ),
+        Some(10.0)
+    );
+    assert_eq!(
+        sample(&text, "weft_run_duration_seconds_count", &[&wf]),
+        Some(10.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "weft_http_requests_total",
+            &[route, r#"status="400""#]
+        ),
+        Some(1.0),
+        "the one run refused for its input"
+    );
+    assert!(
+        sample(
+            &text,
+            "weft_http_requests_total",
+            &[route, r#"status="200""#]
+        )
+        .is_some_and(|n| n >= 10.0),
+        "{text}"
+    );
     c.shutdown().await;
+}
+
+/// The value of the sample of `name` whose labels include every one of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 async fn prom_query(http: &reqwest::Client, base: &str, q: &str) -> Option<f64> {

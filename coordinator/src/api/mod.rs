@@ -433,9 +433,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 let route = req
                     .extensions()
                     .get::<MatchedPath>()
-                    .map(|p| p.as_str().to_string())
-                    .unwrap_or_else(|| "unmatched".into());
-                tracing::info_span!("http", method = %req.method(), route = %route)
+                    .map_or("unmatched", |p| p.as_str());
+                tracing::info_span!("http", method = req.method().as_str(), route)
             }),
         )
         .layer(DefaultBodyLimit::max(max_body))
@@ -447,19 +446,49 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// Counts requests and their latency by route template (bounded labels).
 async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let start = Instant::now();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    metrics::histogram!(crate::metrics::HTTP_DURATION, "route" => route.clone())
-        .record(start.elapsed().as_secs_f64());
-    metrics::counter!(crate::metrics::HTTP_REQUESTS, "route" => route, "status" => status)
-        .increment(1);
+    let elapsed = start.elapsed().as_secs_f64();
+    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
+    ROUTE_METERS.with_borrow_mut(|meters| {
+        if !meters.contains_key(route) {
+            meters.insert(
+                route.to_string(),
+                RouteMeters {
+                    duration: metrics::histogram!(crate::metrics::HTTP_DURATION, "route" => route.to_string()),
+                    requests: Vec::new(),
+                },
+            );
+        }
+        if let Some(m) = meters.get_mut(route) {
+            m.duration.record(elapsed);
+            let status = resp.status().as_u16();
+            match m.requests.iter().find(|(s, _)| *s == status) {
+                Some((_, c)) => c.increment(1),
+                None => {
+                    let c = metrics::counter!(crate::metrics::HTTP_REQUESTS, "route" => route.to_string(), "status" => status.to_string());
+                    c.increment(1);
+                    m.requests.push((status, c));
+                }
+            }
+        }
+    });
     resp
+}
+
+/// A route's metric handles, registered on its first request: updating a
+/// handle is an atomic operation, a `counter!` with labels a registry lookup.
+/// Bounded: routes are templates, statuses a few codes.
+struct RouteMeters {
+    duration: metrics::Histogram,
+    requests: Vec<(u16, metrics::Counter)>,
+}
+
+thread_local! {
+    /// Per runtime thread, so no lock is taken.
+    static ROUTE_METERS: std::cell::RefCell<HashMap<String, RouteMeters>> =
+        std::cell::RefCell::new(HashMap::new());
 }
 
 pub(crate) type St = State<Arc<AppState>>;

@@ -285,9 +285,17 @@ pub async fn start(
         .and_then(weft_shared::trace::TraceParent::parse)
         .unwrap_or_else(weft_shared::trace::TraceParent::new_root);
     let traceparent = Some(trace.to_string());
-    let span = tracing::info_span!("accept_run", run_id = %run_id, workflow_id = %id, trace_id = %trace.trace_id_hex());
-    weft_shared::telemetry::set_remote_parent(&span, &trace);
-    span.in_scope(|| tracing::debug!(mode = if sync { "sync" } else { "async" }, "run accepted"));
+    let mode = if sync { "sync" } else { "async" };
+    if st.config.otlp_endpoint.is_empty() {
+        tracing::debug!(run_id = %run_id, workflow_id = %id, trace_id = %trace.trace_id_hex(), mode, "run accepted");
+    } else {
+        // Exported: the acceptance joins the caller's trace. Not made
+        // otherwise — a span costs its fields' formatting even when no event
+        // inside it is logged.
+        let span = tracing::info_span!("accept_run", run_id = %run_id, workflow_id = %id, trace_id = %trace.trace_id_hex());
+        weft_shared::telemetry::set_remote_parent(&span, &trace);
+        span.in_scope(|| tracing::debug!(mode, "run accepted"));
+    }
     let status_url = format!("/v1/runs/{run_id}");
 
     if !sync {
