@@ -97,10 +97,10 @@ pub enum Cmd {
         written: Result<(), WriteError>,
         reply: oneshot::Sender<Result<RunRecord, ResumeRefusal>>,
     },
+    /// A worker answered an assignment (or NATS said nobody listens).
     AssignDone {
         run_id: Uuid,
         attempt: u32,
-        worker_id: String,
         outcome: Result<AssignReply, AssignFailure>,
     },
     Cancel(Uuid, oneshot::Sender<Option<RunRecord>>),
@@ -281,6 +281,9 @@ pub struct DispatchConfig {
     pub callback_base: String,
     pub dead_after: Duration,
     pub assign_timeout: Duration,
+    /// Where workers' answers to assignments come back: this subject, then
+    /// `.<run id>.<attempt>` (unique to this coordinator process).
+    pub assign_replies: String,
     pub deadline_grace: Duration,
     /// Hears of ended runs whose result is pushed.
     pub push: Option<crate::push::PushHandle>,
@@ -342,6 +345,11 @@ struct Dispatcher {
     /// get `dead_after` from the reconnection to be heard again.
     nats_down_at: Option<Instant>,
     meters: Meters,
+    /// Assignments to publish once this pass is over: (subject, reply, message).
+    outgoing: Vec<(String, String, bytes::Bytes)>,
+    /// Assignments sent and not yet answered, by when they must be (the
+    /// timeout is fixed, so they are in order): (deadline, run, attempt).
+    unconfirmed: VecDeque<(Instant, Uuid, u32)>,
 }
 
 /// Metric handles the dispatcher updates on every pass and every run,
@@ -450,6 +458,8 @@ pub fn spawn(
         rotation: 0,
         nats_down_at: None,
         meters: Meters::new(),
+        outgoing: Vec::new(),
+        unconfirmed: VecDeque::new(),
     };
     for Recovered {
         record,
@@ -530,6 +540,40 @@ impl Dispatcher {
             }
             self.try_place();
             self.publish_stats();
+            self.send_assignments().await;
+        }
+    }
+
+    /// Publishes the assignments of this pass straight from the dispatcher:
+    /// no task per assignment, no per-request inbox. Answers come back on
+    /// this coordinator's reply subject ([`listen`]); silence is noticed by
+    /// [`Dispatcher::tick`].
+    async fn send_assignments(&mut self) {
+        if self.outgoing.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + self.cfg.assign_timeout;
+        for (subject, reply, bytes) in std::mem::take(&mut self.outgoing) {
+            if let Err(e) = self
+                .nats
+                .publish_with_reply(subject, reply.clone(), bytes)
+                .await
+            {
+                // Only if the client is gone; the run is queued again.
+                if let Some((run_id, attempt)) =
+                    parse_assign_reply(&self.cfg.assign_replies, &reply)
+                {
+                    let _ = self.tx.send(Cmd::AssignDone {
+                        run_id,
+                        attempt,
+                        outcome: Err(AssignFailure::Other(e.to_string())),
+                    });
+                }
+                continue;
+            }
+            if let Some((run_id, attempt)) = parse_assign_reply(&self.cfg.assign_replies, &reply) {
+                self.unconfirmed.push_back((deadline, run_id, attempt));
+            }
         }
     }
 
@@ -571,9 +615,14 @@ impl Dispatcher {
             Cmd::AssignDone {
                 run_id,
                 attempt,
-                worker_id,
                 outcome,
-            } => self.assign_done(run_id, attempt, worker_id, outcome),
+            } => {
+                if let Some(Placement::Assigning(w)) = self.runs.get(&run_id).map(|r| &r.placement)
+                {
+                    let w = w.clone();
+                    self.assign_done(run_id, attempt, w, outcome);
+                }
+            }
             Cmd::Cancel(run_id, reply) => {
                 let rec = self.finish_here(
                     run_id,
@@ -1139,36 +1188,21 @@ impl Dispatcher {
         }
     }
 
-    fn send_assign(&self, worker_id: String, msg: Assign) {
-        let nats = self.nats.clone();
-        let subject = self.subjects.assign(&worker_id);
-        let tx = self.tx.clone();
-        let timeout = self.cfg.assign_timeout;
-        tokio::spawn(async move {
-            let (run_id, attempt) = (msg.run_id, msg.attempt);
-            let outcome = match wire::encode(&msg) {
-                Err(e) => Err(AssignFailure::Other(e.to_string())),
-                Ok(bytes) => {
-                    match tokio::time::timeout(timeout, nats.request(subject, bytes)).await {
-                        Err(_) => Err(AssignFailure::Other(
-                            "assignment not confirmed in time".into(),
-                        )),
-                        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-                            Err(AssignFailure::NoResponders)
-                        }
-                        Ok(Err(e)) => Err(AssignFailure::Other(e.to_string())),
-                        Ok(Ok(reply)) => wire::decode::<AssignReply>(&reply.payload)
-                            .map_err(|e| AssignFailure::Other(e.to_string())),
-                    }
-                }
-            };
-            let _ = tx.send(Cmd::AssignDone {
+    fn send_assign(&mut self, worker_id: String, msg: Assign) {
+        let (run_id, attempt) = (msg.run_id, msg.attempt);
+        match wire::encode(&msg) {
+            Ok(bytes) => self.outgoing.push((
+                self.subjects.assign(&worker_id),
+                format!("{}.{}.{}", self.cfg.assign_replies, run_id, attempt),
+                bytes,
+            )),
+            Err(e) => self.assign_done(
                 run_id,
                 attempt,
                 worker_id,
-                outcome,
-            });
-        });
+                Err(AssignFailure::Other(e.to_string())),
+            ),
+        }
     }
 
     fn assign_done(
@@ -1402,6 +1436,24 @@ impl Dispatcher {
 
     fn tick(&mut self) {
         let now = Instant::now();
+        while let Some(&(deadline, run_id, attempt)) = self.unconfirmed.front() {
+            if deadline > now {
+                break;
+            }
+            self.unconfirmed.pop_front();
+            // Ignored unless the run is still waiting for this answer.
+            if let Some(Placement::Assigning(w)) = self.runs.get(&run_id).map(|r| &r.placement) {
+                let w = w.clone();
+                self.assign_done(
+                    run_id,
+                    attempt,
+                    w,
+                    Err(AssignFailure::Other(
+                        "assignment not confirmed in time".into(),
+                    )),
+                );
+            }
+        }
         if self.nats.connection_state() != async_nats::connection::State::Connected {
             self.nats_down_at = Some(now);
         }
@@ -1511,9 +1563,37 @@ impl Dispatcher {
 pub async fn listen(
     nats: async_nats::Client,
     subjects: &Subjects,
+    assign_replies: &str,
     handle: DispatchHandle,
 ) -> Result<(), async_nats::SubscribeError> {
     let group = || weft_shared::subjects::RESULTS_QUEUE_GROUP.to_string();
+    // Answers to assignments, first: a heartbeat heard below may place runs.
+    {
+        use futures::StreamExt;
+        let mut replies = nats.subscribe(format!("{assign_replies}.>")).await?;
+        let h = handle.clone();
+        let prefix = assign_replies.to_string();
+        tokio::spawn(async move {
+            while let Some(msg) = replies.next().await {
+                let Some((run_id, attempt)) = parse_assign_reply(&prefix, &msg.subject) else {
+                    continue;
+                };
+                let outcome = if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+                    Err(AssignFailure::NoResponders)
+                } else {
+                    wire::decode::<AssignReply>(&msg.payload).map_err(|e| {
+                        metrics::counter!(m::WIRE_ERRORS, "subject" => "assign_reply").increment(1);
+                        AssignFailure::Other(e.to_string())
+                    })
+                };
+                h.send(Cmd::AssignDone {
+                    run_id,
+                    attempt,
+                    outcome,
+                });
+            }
+        });
+    }
     let h = handle.clone();
     forward::<Heartbeat>(
         nats.subscribe(subjects.heartbeat()).await?,
@@ -1561,6 +1641,14 @@ pub async fn listen(
         },
     );
     Ok(())
+}
+
+/// The run and attempt an assignment's reply subject names
+/// (`<assign_replies>.<run id>.<attempt>`).
+fn parse_assign_reply(prefix: &str, subject: &str) -> Option<(Uuid, u32)> {
+    let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
+    let (run, attempt) = rest.split_once('.')?;
+    Some((run.parse().ok()?, attempt.parse().ok()?))
 }
 
 /// Decodes every message of `sub` as a `T` and hands it (with its reply

@@ -213,12 +213,14 @@ pub async fn run(
         tasks.clone(),
     )
     .map_err(CoordinatorError::Config)?;
+    let assign_replies = subjects.assign_replies(&uuid::Uuid::now_v7().simple().to_string());
     let dispatch = dispatch::spawn(
         dispatch::DispatchConfig {
             nats_disconnected,
             callback_base: config.callback_base(listener.local_addr()?),
             dead_after: Duration::from_millis(config.worker_dead_after_ms),
             assign_timeout: Duration::from_millis(config.assign_timeout_ms),
+            assign_replies: assign_replies.clone(),
             deadline_grace: Duration::from_millis(config.deadline_grace_ms),
             push: Some(push),
         },
@@ -228,7 +230,7 @@ pub async fn run(
         recovered,
         tasks.clone(),
     );
-    dispatch::listen(nats.clone(), &subjects, dispatch.clone())
+    dispatch::listen(nats.clone(), &subjects, &assign_replies, dispatch.clone())
         .await
         .map_err(|e| CoordinatorError::Nats(e.to_string()))?;
 

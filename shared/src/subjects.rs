@@ -7,7 +7,7 @@
 //! | --- | --- | --- |
 //! | `<p>.workers.heartbeat` | worker → coordinators | [`crate::wire::Heartbeat`] |
 //! | `<p>.workers.deregister` | worker → coordinators | [`crate::wire::Deregister`] |
-//! | `<p>.worker.<id>.assign` | coordinator → one worker (request) | [`crate::wire::Assign`] → [`crate::wire::AssignReply`] |
+//! | `<p>.worker.<id>.assign` | coordinator → one worker (request; replies to `<p>.coordinator.<c>.assigned.<run>.<attempt>`) | [`crate::wire::Assign`] → [`crate::wire::AssignReply`] |
 //! | `<p>.worker.<id>.cancel` | coordinator → one worker | [`crate::wire::Cancel`] |
 //! | `<p>.worker.<id>.resume` | coordinator → one worker (request) | [`crate::wire::Resume`] → [`crate::wire::ResumeReply`] |
 //! | `<p>.runs.results` | worker → coordinators (request, queue group) | [`crate::wire::RunResult`] → [`crate::wire::ResultAck`] |
@@ -50,6 +50,12 @@ impl Subjects {
 
     pub fn assign(&self, worker_id: &str) -> String {
         format!("{}.worker.{}.assign", self.prefix, worker_id)
+    }
+
+    /// Where the coordinator process `coordinator` hears answers to its
+    /// assignments (each reply subject is this plus `.<run id>.<attempt>`).
+    pub fn assign_replies(&self, coordinator: &str) -> String {
+        format!("{}.coordinator.{}.assigned", self.prefix, coordinator)
     }
 
     pub fn cancel(&self, worker_id: &str) -> String {

@@ -271,3 +271,108 @@ async fn async_runs_survive_a_coordinator_restart() {
     }
     c.shutdown().await;
 }
+
+/// Heartbeats for workers that do not exist as such, until aborted.
+fn fake_heartbeats(
+    nats: async_nats::Client,
+    ids: &'static [&'static str],
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let started_at_ms = weft_shared::time::now_ms();
+        for seq in 0.. {
+            for id in ids {
+                let hb = weft_shared::wire::Heartbeat {
+                    worker_id: id.to_string(),
+                    capacity: 100,
+                    inflight: 0,
+                    draining: false,
+                    seq,
+                    started_at_ms,
+                    labels: Default::default(),
+                };
+                let bytes = weft_shared::wire::encode(&hb).unwrap();
+                let _ = nats.publish("weft.workers.heartbeat", bytes).await;
+            }
+            tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS)).await;
+        }
+    })
+}
+
+/// Runs 12 four-node runs; each must end on `real`, its only attempt.
+async fn twelve_runs_end_on(c: &Cluster, real: &str) {
+    let wf = c.deploy(&four_node()).await;
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        ids.push(c.submit(&wf, json!({"n": n})).await);
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let run = c.wait_run(id, Duration::from_secs(10)).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(run["output"]["v"], json!(n * 2));
+        // Attempts not taken are not kept: the one attempt is the real worker's.
+        let attempts = run["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "{run}");
+        assert_eq!(attempts[0]["worker_id"], real, "{run}");
+    }
+}
+
+/// A worker that announces itself but never subscribed to its assign
+/// subject: NATS answers "no responders" at once, and the coordinator places
+/// the run elsewhere without waiting out the (here, minute-long) assignment
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assignment_nobody_listens_for_is_placed_again_at_once() {
+    let logs = LogCapture::install();
+    let c = Cluster::start_with(1, |cfg| cfg.assign_timeout_ms = 60_000).await;
+    let nats = async_nats::connect(c.nats.url()).await.unwrap();
+    let beats = fake_heartbeats(nats, &["absent"]);
+    c.wait_workers(2).await;
+    let started = Instant::now();
+    twelve_runs_end_on(&c, &c.workers[0].id).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "waited for the assignment timeout: {:?}",
+        started.elapsed()
+    );
+    let text = logs.text();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("absent") && l.contains("worker is not listening")),
+        "the absent worker was never tried"
+    );
+    beats.abort();
+    c.shutdown().await;
+}
+
+/// A worker that takes assignments and never answers: after
+/// `assign_timeout_ms` the run is placed on a worker that does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assignment_nobody_answers_is_placed_again_after_the_timeout() {
+    use futures::StreamExt;
+    let logs = LogCapture::install();
+    let c = Cluster::start_with(1, |cfg| cfg.assign_timeout_ms = 300).await;
+    let nats = async_nats::connect(c.nats.url()).await.unwrap();
+    let mut mute = nats.subscribe("weft.worker.mute.assign").await.unwrap();
+    let swallowed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = swallowed.clone();
+    tokio::spawn(async move {
+        while mute.next().await.is_some() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let beats = fake_heartbeats(nats, &["mute"]);
+    c.wait_workers(2).await;
+    twelve_runs_end_on(&c, &c.workers[0].id).await;
+    assert!(
+        swallowed.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the mute worker was never tried, so the timeout was not either"
+    );
+    assert!(
+        logs.text()
+            .lines()
+            .any(|l| l.contains("mute") && l.contains("assignment not confirmed in time")),
+        "no assignment to the mute worker timed out"
+    );
+    beats.abort();
+    c.shutdown().await;
+}
