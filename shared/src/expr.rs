@@ -21,6 +21,8 @@ fn stdlib() -> &'static cel::Context<'static, 'static> {
 pub struct Expr {
     source: String,
     program: cel::Program,
+    /// The context roots it names: only these are converted for CEL.
+    roots: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for Expr {
@@ -54,9 +56,15 @@ impl Expr {
                 CONTEXT_ROOTS.join(", ")
             ));
         }
+        let roots = CONTEXT_ROOTS
+            .iter()
+            .copied()
+            .filter(|r| refs.has_variable(*r))
+            .collect();
         Ok(Expr {
             source: source.to_string(),
             program,
+            roots,
         })
     }
 
@@ -67,9 +75,11 @@ impl Expr {
     /// Evaluates against a context object (`{"input": …, "steps": …}`).
     pub fn eval(&self, context: &Value) -> Result<Value, String> {
         let mut ctx = stdlib().new_inner_scope();
-        for root in CONTEXT_ROOTS {
-            let v = context.get(*root).cloned().unwrap_or(Value::Null);
-            ctx.add_variable_from_value(*root, to_cel(&v));
+        // Converting a root is a deep copy: only those named, straight from
+        // the context (an output field naming `steps` does not pay for `input`).
+        for root in &self.roots {
+            let v = context.get(*root).unwrap_or(&Value::Null);
+            ctx.add_variable_from_value(*root, to_cel(v));
         }
         let out = self.program.execute(&ctx).map_err(|e| e.to_string())?;
         out.json().map_err(|e| e.to_string())
@@ -250,6 +260,23 @@ mod tests {
         assert!(e.eval_bool(&ctx).unwrap());
         let e = Expr::compile("steps.a.output.total * 2").unwrap();
         assert_eq!(e.eval(&ctx).unwrap(), json!(14));
+    }
+
+    #[test]
+    fn binds_only_the_roots_it_names() {
+        let e = Expr::compile("steps.a.output.total * 2").unwrap();
+        assert_eq!(e.roots, ["steps"]);
+        // `input` is not converted, so whatever it holds does not matter.
+        let ctx = json!({"input": [[[[1]]]], "steps": {"a": {"output": {"total": 7}}}});
+        assert_eq!(e.eval(&ctx).unwrap(), json!(14));
+        let e = Expr::compile("has(input.x) ? env.A : 'none'").unwrap();
+        assert_eq!(e.roots, ["input", "env"]);
+        assert_eq!(
+            e.eval(&json!({"input": {"x": 1}, "env": {"A": "a"}}))
+                .unwrap(),
+            json!("a")
+        );
+        assert!(Expr::compile("1 + 2").unwrap().roots.is_empty());
     }
 
     #[test]
