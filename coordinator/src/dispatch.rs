@@ -70,11 +70,11 @@ pub enum Cmd {
     Submit(Box<Submission>),
     Heartbeat(Heartbeat),
     Deregister(String),
-    /// A worker's result; `persisted` hears once it is durable (or known).
-    Result(Box<RunResult>, oneshot::Sender<bool>),
+    /// A worker's result; the worker is acked once it is durable (or known).
+    Result(Box<RunResult>, Ack),
     /// A run paused at human nodes, handed back by its worker; `persisted`
     /// hears once it is durable (or known).
-    Checkpoint(Box<RunCheckpoint>, oneshot::Sender<bool>),
+    Checkpoint(Box<RunCheckpoint>, Ack),
     /// Which waiting node a resume is for (`node_id`, or the only one), and
     /// the run's definition (to check the value against the node's schema).
     ResumeTarget {
@@ -733,10 +733,10 @@ impl Dispatcher {
     }
 
     /// A run paused at human nodes: park it (no worker holds it now).
-    fn checkpoint(&mut self, cp: RunCheckpoint, persisted: oneshot::Sender<bool>) {
+    fn checkpoint(&mut self, cp: RunCheckpoint, persisted: Ack) {
         let Some(run) = self.runs.get_mut(&cp.run_id) else {
             // Ended already (cancelled, timed out): nothing to keep.
-            let _ = persisted.send(true);
+            persisted.send_soon(true);
             return;
         };
         let current = match &run.placement {
@@ -761,14 +761,14 @@ impl Dispatcher {
             self.store.enqueue_run(&run.record, Some(tx));
             tokio::spawn(async move {
                 let ok = matches!(rx.await, Ok(Ok(())));
-                let _ = persisted.send(ok);
+                persisted.send(ok).await;
             });
             return;
         }
         if !current {
             // An attempt other than the current one: the current one stands.
             tracing::debug!(run_id = %cp.run_id, worker_id = %cp.worker_id, "stale checkpoint ignored");
-            let _ = persisted.send(true);
+            persisted.send_soon(true);
             return;
         }
         if let Placement::Running(w) | Placement::Assigning(w) = &run.placement {
@@ -777,7 +777,7 @@ impl Dispatcher {
             }
         }
         let Some(wait_until) = cp.checkpoint.waiting.iter().map(|w| w.deadline_ms).min() else {
-            let _ = persisted.send(true);
+            persisted.send_soon(true);
             self.finish_here(
                 cp.run_id,
                 RunStatus::Failed,
@@ -814,7 +814,7 @@ impl Dispatcher {
         self.store.enqueue_run(&run.record, Some(tx));
         tokio::spawn(async move {
             let ok = matches!(rx.await, Ok(Ok(())));
-            let _ = persisted.send(ok);
+            persisted.send(ok).await;
         });
         // A synchronous caller hears that the run now waits for a person.
         for w in run.waiters.drain(..) {
@@ -1248,10 +1248,10 @@ impl Dispatcher {
         }
     }
 
-    fn result(&mut self, r: RunResult, persisted: oneshot::Sender<bool>) {
+    fn result(&mut self, r: RunResult, persisted: Ack) {
         let Some(mut run) = self.runs.remove(&r.run_id) else {
             // Already ended (a duplicate, or ended here first): nothing to keep.
-            let _ = persisted.send(true);
+            persisted.send_soon(true);
             return;
         };
         self.release(&run);
@@ -1293,7 +1293,7 @@ impl Dispatcher {
         let push = self.push_on_end(&run);
         tokio::spawn(async move {
             let ok = matches!(rx.await, Ok(Ok(())));
-            let _ = persisted.send(ok);
+            persisted.send(ok).await;
             if let (true, Some((p, id))) = (ok, push) {
                 p.run_ended(id);
             }
@@ -1624,20 +1624,24 @@ pub async fn listen(
             .await?,
         "checkpoints",
         move |c, reply| {
-            let (tx, rx) = oneshot::channel();
-            let run_id = c.run_id;
-            h.send(Cmd::Checkpoint(Box::new(c), tx));
-            ack_when_durable(n.clone(), reply, run_id, rx);
+            let ack = Ack {
+                nats: n.clone(),
+                reply,
+                run_id: c.run_id,
+            };
+            h.send(Cmd::Checkpoint(Box::new(c), ack));
         },
     );
     forward::<RunResult>(
         nats.queue_subscribe(subjects.results(), group()).await?,
         "results",
         move |r, reply| {
-            let (tx, rx) = oneshot::channel();
-            let run_id = r.run_id;
-            handle.send(Cmd::Result(Box::new(r), tx));
-            ack_when_durable(nats.clone(), reply, run_id, rx);
+            let ack = Ack {
+                nats: nats.clone(),
+                reply,
+                run_id: r.run_id,
+            };
+            handle.send(Cmd::Result(Box::new(r), ack));
         },
     );
     Ok(())
@@ -1672,19 +1676,30 @@ fn forward<T: wire::Message + Send + 'static>(
     });
 }
 
-/// Acks a worker's result or checkpoint once the dispatcher says it is
-/// durable; a worker that hears nothing sends it again.
-fn ack_when_durable(
+/// Tells a worker its result (or checkpoint) is durable: a `ResultAck` on
+/// the message's reply subject, sent by whoever learns of the write (no task
+/// of its own). Not durable, or dropped: no ack, and the worker sends again.
+pub struct Ack {
     nats: async_nats::Client,
     reply: Option<async_nats::Subject>,
     run_id: Uuid,
-    durable: oneshot::Receiver<bool>,
-) {
-    tokio::spawn(async move {
-        if let (Ok(true), Some(reply)) = (durable.await, reply) {
-            if let Ok(bytes) = wire::encode(&weft_shared::wire::ResultAck { run_id }) {
-                let _ = nats.publish(reply, bytes).await;
+}
+
+impl Ack {
+    async fn send(self, durable: bool) {
+        if let (true, Some(reply)) = (durable, self.reply) {
+            if let Ok(bytes) = wire::encode(&weft_shared::wire::ResultAck {
+                run_id: self.run_id,
+            }) {
+                let _ = self.nats.publish(reply, bytes).await;
             }
         }
-    });
+    }
+
+    /// [`Ack::send`] from where nothing can wait.
+    fn send_soon(self, durable: bool) {
+        if durable && self.reply.is_some() {
+            tokio::spawn(self.send(durable));
+        }
+    }
 }

@@ -62,13 +62,24 @@ pub fn init(service: &'static str, json: bool, otlp_endpoint: &str) -> Result<Te
             Some(provider),
         )
     };
+    let exporting = otel_layer.is_some();
     tracing_subscriber::registry()
         .with(log_filter("info"))
         .with(fmt_layer)
         .with(otel_layer)
         .try_init()
         .map_err(|e| format!("logging: {e}"))?;
+    EXPORTING.store(exporting, std::sync::atomic::Ordering::Relaxed);
     Ok(Telemetry { provider })
+}
+
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process exports spans (over OTLP). Spans that only an
+/// exporter would read are made only then: a span costs the formatting of
+/// its fields by the log layer even when nothing inside it is logged.
+pub fn exporting_spans() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// For a binary's `main`: the crypto provider, then [`init`]; on failure

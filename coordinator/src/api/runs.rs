@@ -286,7 +286,7 @@ pub async fn start(
         .unwrap_or_else(weft_shared::trace::TraceParent::new_root);
     let traceparent = Some(trace.to_string());
     let mode = if sync { "sync" } else { "async" };
-    if st.config.otlp_endpoint.is_empty() {
+    if !weft_shared::telemetry::exporting_spans() {
         tracing::debug!(run_id = %run_id, workflow_id = %id, trace_id = %trace.trace_id_hex(), mode, "run accepted");
     } else {
         // Exported: the acceptance joins the caller's trace. Not made
