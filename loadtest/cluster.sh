@@ -38,6 +38,8 @@
 # end and prints the report (also chaos.json and chaos.txt in
 # .weft-local/chaos-<timestamp>/, with the logs). Exits non-zero if a run was lost.
 set -euo pipefail
+# WEFT_BIN_DIR is taken relative to where the script was started.
+if [ -n "${WEFT_BIN_DIR:-}" ]; then WEFT_BIN_DIR="$(cd "$WEFT_BIN_DIR" && pwd)"; fi
 cd "$(dirname "$0")/.."
 MODE="${1:-demo}"
 HTTP_PORT="${WEFT_HTTP_PORT:-8080}"
@@ -71,7 +73,9 @@ if [ "$MODE" = chaos ]; then
   PORTS=()  # weft-load chaos picks free ports itself
   BINS+=(--bin weft-load)
 fi
-for tool in cargo curl python3; do command -v "$tool" >/dev/null || die "$tool is needed"; done
+for tool in curl python3 $([ -n "${WEFT_BIN_DIR:-}" ] || echo cargo); do
+  command -v "$tool" >/dev/null || die "$tool is needed"
+done
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in ${PORTS[@]+"${PORTS[@]}"}; do
   if port_busy "$p"; then die "port $p is in use; stop what holds it or set WEFT_HTTP_PORT / WEFT_NATS_PORT"; fi

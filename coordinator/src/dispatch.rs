@@ -3,8 +3,14 @@
 //!
 //! Everything that changes that state arrives as a [`Cmd`] — from the HTTP
 //! API (submit, cancel), from NATS (heartbeats, results, assignment replies)
-//! and from a ticker (dead workers, deadlines) — so there are no locks and the
-//! order of events is the order they are handled in.
+//! and from a ticker (dead workers, deadlines, assignments left unanswered) —
+//! so there are no locks and the order of events is the order they are
+//! handled in.
+//!
+//! Assignments are published by the dispatcher itself at the end of each
+//! pass, each with the reply subject `<p>.coordinator.<process>.assigned.
+//! <run>.<attempt>.<seq>`: `seq` numbers the sending, so a late answer to an
+//! earlier sending (to another worker) is never taken for the current one.
 //!
 //! A run moves: queued → (placed on a worker, which confirms) → running →
 //! terminal. When a worker stops heart-beating it is declared dead and its
@@ -48,6 +54,8 @@ use weft_shared::wire::{
 
 /// How often dead workers and overdue runs are looked for.
 const TICK: Duration = Duration::from_millis(100);
+/// Longest the dispatcher waits for room in the NATS client's buffer.
+const PUBLISH_WAIT: Duration = Duration::from_millis(100);
 /// How long a worker that refused an assignment is skipped.
 const BLOCK_AFTER_REFUSAL: Duration = Duration::from_millis(500);
 
@@ -72,8 +80,8 @@ pub enum Cmd {
     Deregister(String),
     /// A worker's result; the worker is acked once it is durable (or known).
     Result(Box<RunResult>, Ack),
-    /// A run paused at human nodes, handed back by its worker; `persisted`
-    /// hears once it is durable (or known).
+    /// A run paused at human nodes, handed back by its worker; the worker
+    /// is acked once it is durable (or known).
     Checkpoint(Box<RunCheckpoint>, Ack),
     /// Which waiting node a resume is for (`node_id`, or the only one), and
     /// the run's definition (to check the value against the node's schema).
@@ -97,10 +105,12 @@ pub enum Cmd {
         written: Result<(), WriteError>,
         reply: oneshot::Sender<Result<RunRecord, ResumeRefusal>>,
     },
-    /// A worker answered an assignment (or NATS said nobody listens).
+    /// A worker answered an assignment (or NATS said nobody listens);
+    /// `seq` names the sending (see `LiveRun::assign_seq`).
     AssignDone {
         run_id: Uuid,
         attempt: u32,
+        seq: u64,
         outcome: Result<AssignReply, AssignFailure>,
     },
     Cancel(Uuid, oneshot::Sender<Option<RunRecord>>),
@@ -323,6 +333,10 @@ struct LiveRun {
     traceparent: Option<String>,
     env: Arc<BTreeMap<String, EnvValue>>,
     push: bool,
+    /// Which sending of an assignment the run waits to hear about: answers
+    /// and timeouts of an earlier one (to another worker, or refused) are
+    /// ignored.
+    assign_seq: u64,
 }
 
 struct Dispatcher {
@@ -345,11 +359,14 @@ struct Dispatcher {
     /// get `dead_after` from the reconnection to be heard again.
     nats_down_at: Option<Instant>,
     meters: Meters,
-    /// Assignments to publish once this pass is over: (subject, reply, message).
-    outgoing: Vec<(String, String, bytes::Bytes)>,
-    /// Assignments sent and not yet answered, by when they must be (the
-    /// timeout is fixed, so they are in order): (deadline, run, attempt).
-    unconfirmed: VecDeque<(Instant, Uuid, u32)>,
+    /// Assignments to publish once this pass is over.
+    outgoing: Vec<Outgoing>,
+    /// Assignments sent, by when they must be answered (the timeout is
+    /// fixed, so they are in order): (deadline, run, attempt, seq). Answered
+    /// ones stay until their deadline, then no longer match their run.
+    unconfirmed: VecDeque<(Instant, Uuid, u32, u64)>,
+    /// The last `LiveRun::assign_seq` given.
+    assign_seq: u64,
 }
 
 /// Metric handles the dispatcher updates on every pass and every run,
@@ -460,6 +477,7 @@ pub fn spawn(
         meters: Meters::new(),
         outgoing: Vec::new(),
         unconfirmed: VecDeque::new(),
+        assign_seq: 0,
     };
     for Recovered {
         record,
@@ -496,6 +514,7 @@ pub fn spawn(
                 traceparent: None,
                 env,
                 push,
+                assign_seq: 0,
             },
         );
     }
@@ -547,33 +566,48 @@ impl Dispatcher {
     /// Publishes the assignments of this pass straight from the dispatcher:
     /// no task per assignment, no per-request inbox. Answers come back on
     /// this coordinator's reply subject ([`listen`]); silence is noticed by
-    /// [`Dispatcher::tick`].
+    /// [`Dispatcher::tick`]. Never waits on NATS for long: while the client
+    /// is not connected (or its outgoing buffer stays full for
+    /// [`PUBLISH_WAIT`]) the assignments fail at once and their runs wait
+    /// in the queue, so commands, ticks and deadlines keep being handled.
     async fn send_assignments(&mut self) {
         if self.outgoing.is_empty() {
             return;
         }
         let deadline = Instant::now() + self.cfg.assign_timeout;
-        for (subject, reply, bytes) in std::mem::take(&mut self.outgoing) {
-            if let Err(e) = self
-                .nats
-                .publish_with_reply(subject, reply.clone(), bytes)
-                .await
-            {
-                // Only if the client is gone; the run is queued again.
-                if let Some((run_id, attempt)) =
-                    parse_assign_reply(&self.cfg.assign_replies, &reply)
-                {
-                    let _ = self.tx.send(Cmd::AssignDone {
-                        run_id,
-                        attempt,
-                        outcome: Err(AssignFailure::Other(e.to_string())),
-                    });
+        let mut blocked = (self.nats.connection_state()
+            != async_nats::connection::State::Connected)
+            .then(|| "NATS is not connected".to_string());
+        for a in std::mem::take(&mut self.outgoing) {
+            if blocked.is_none() {
+                let publish = self.nats.publish_with_reply(a.subject, a.reply, a.message);
+                match tokio::time::timeout(PUBLISH_WAIT, publish).await {
+                    Ok(Ok(())) => {
+                        self.unconfirmed
+                            .push_back((deadline, a.run_id, a.attempt, a.seq));
+                        continue;
+                    }
+                    Ok(Err(e)) => blocked = Some(e.to_string()),
+                    Err(_) => blocked = Some("NATS is not taking messages".to_string()),
                 }
-                continue;
             }
-            if let Some((run_id, attempt)) = parse_assign_reply(&self.cfg.assign_replies, &reply) {
-                self.unconfirmed.push_back((deadline, run_id, attempt));
+            if let Some(w) = self.awaited_assignment(a.run_id, a.seq) {
+                let why = blocked.clone().unwrap_or_default();
+                self.assign_done(a.run_id, a.attempt, w, Err(AssignFailure::Other(why)));
             }
+        }
+    }
+
+    /// The worker a run's assignment `seq` went to, if the run still waits
+    /// to hear about that sending.
+    fn awaited_assignment(&self, run_id: Uuid, seq: u64) -> Option<String> {
+        match self.runs.get(&run_id) {
+            Some(LiveRun {
+                placement: Placement::Assigning(w),
+                assign_seq,
+                ..
+            }) if *assign_seq == seq => Some(w.clone()),
+            _ => None,
         }
     }
 
@@ -615,11 +649,10 @@ impl Dispatcher {
             Cmd::AssignDone {
                 run_id,
                 attempt,
+                seq,
                 outcome,
             } => {
-                if let Some(Placement::Assigning(w)) = self.runs.get(&run_id).map(|r| &r.placement)
-                {
-                    let w = w.clone();
+                if let Some(w) = self.awaited_assignment(run_id, seq) {
                     self.assign_done(run_id, attempt, w, outcome);
                 }
             }
@@ -982,6 +1015,7 @@ impl Dispatcher {
                 traceparent: s.traceparent,
                 env: s.env,
                 push: s.push,
+                assign_seq: 0,
             },
         );
         self.pending.push_back(id);
@@ -1132,6 +1166,10 @@ impl Dispatcher {
         if self.pending.is_empty() || self.workers.is_empty() {
             return;
         }
+        // Nothing could be sent: the runs wait in the queue, in order.
+        if self.nats.connection_state() != async_nats::connection::State::Connected {
+            return;
+        }
         let now = Instant::now();
         let mut ids: Vec<String> = Vec::with_capacity(self.workers.len());
         let mut views: Vec<WorkerView> = Vec::with_capacity(self.workers.len());
@@ -1165,6 +1203,8 @@ impl Dispatcher {
                 outcome: None,
             });
             run.placement = Placement::Assigning(worker_id.clone());
+            self.assign_seq += 1;
+            run.assign_seq = self.assign_seq;
             if let Some(w) = self.workers.get_mut(&worker_id) {
                 w.assigned.insert(run_id);
             }
@@ -1184,24 +1224,30 @@ impl Dispatcher {
             self.meters
                 .placement
                 .record(started.elapsed().as_secs_f64());
-            self.send_assign(worker_id, msg);
+            self.send_assign(worker_id, msg, self.assign_seq);
         }
     }
 
-    fn send_assign(&mut self, worker_id: String, msg: Assign) {
+    fn send_assign(&mut self, worker_id: String, msg: Assign, seq: u64) {
         let (run_id, attempt) = (msg.run_id, msg.attempt);
         match wire::encode(&msg) {
-            Ok(bytes) => self.outgoing.push((
-                self.subjects.assign(&worker_id),
-                format!("{}.{}.{}", self.cfg.assign_replies, run_id, attempt),
-                bytes,
-            )),
-            Err(e) => self.assign_done(
+            Ok(message) => self.outgoing.push(Outgoing {
+                subject: self.subjects.assign(&worker_id),
+                reply: format!("{}.{}.{}.{}", self.cfg.assign_replies, run_id, attempt, seq),
+                message,
                 run_id,
                 attempt,
-                worker_id,
-                Err(AssignFailure::Other(e.to_string())),
-            ),
+                seq,
+            }),
+            // Heard after this pass, so the run is not placed again in it.
+            Err(e) => {
+                let _ = self.tx.send(Cmd::AssignDone {
+                    run_id,
+                    attempt,
+                    seq,
+                    outcome: Err(AssignFailure::Other(e.to_string())),
+                });
+            }
         }
     }
 
@@ -1436,14 +1482,13 @@ impl Dispatcher {
 
     fn tick(&mut self) {
         let now = Instant::now();
-        while let Some(&(deadline, run_id, attempt)) = self.unconfirmed.front() {
+        while let Some(&(deadline, run_id, attempt, seq)) = self.unconfirmed.front() {
             if deadline > now {
                 break;
             }
             self.unconfirmed.pop_front();
-            // Ignored unless the run is still waiting for this answer.
-            if let Some(Placement::Assigning(w)) = self.runs.get(&run_id).map(|r| &r.placement) {
-                let w = w.clone();
+            // Ignored unless the run still waits to hear about this sending.
+            if let Some(w) = self.awaited_assignment(run_id, seq) {
                 self.assign_done(
                     run_id,
                     attempt,
@@ -1575,7 +1620,7 @@ pub async fn listen(
         let prefix = assign_replies.to_string();
         tokio::spawn(async move {
             while let Some(msg) = replies.next().await {
-                let Some((run_id, attempt)) = parse_assign_reply(&prefix, &msg.subject) else {
+                let Some((run_id, attempt, seq)) = parse_assign_reply(&prefix, &msg.subject) else {
                     continue;
                 };
                 let outcome = if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
@@ -1589,6 +1634,7 @@ pub async fn listen(
                 h.send(Cmd::AssignDone {
                     run_id,
                     attempt,
+                    seq,
                     outcome,
                 });
             }
@@ -1647,12 +1693,24 @@ pub async fn listen(
     Ok(())
 }
 
-/// The run and attempt an assignment's reply subject names
-/// (`<assign_replies>.<run id>.<attempt>`).
-fn parse_assign_reply(prefix: &str, subject: &str) -> Option<(Uuid, u32)> {
-    let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
-    let (run, attempt) = rest.split_once('.')?;
-    Some((run.parse().ok()?, attempt.parse().ok()?))
+/// The run, attempt and sending an assignment's reply subject names
+/// (`<assign_replies>.<run id>.<attempt>.<seq>`).
+fn parse_assign_reply(prefix: &str, subject: &str) -> Option<(Uuid, u32, u64)> {
+    let mut parts = subject.strip_prefix(prefix)?.strip_prefix('.')?.split('.');
+    let run = parts.next()?.parse().ok()?;
+    let attempt = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((run, attempt, seq))
+}
+
+/// An assignment encoded in a pass, sent at its end.
+struct Outgoing {
+    subject: String,
+    reply: String,
+    message: bytes::Bytes,
+    run_id: Uuid,
+    attempt: u32,
+    seq: u64,
 }
 
 /// Decodes every message of `sub` as a `T` and hands it (with its reply
@@ -1700,6 +1758,31 @@ impl Ack {
     fn send_soon(self, durable: bool) {
         if durable && self.reply.is_some() {
             tokio::spawn(self.send(durable));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_assign_reply;
+
+    #[test]
+    fn an_assignment_reply_subject_names_run_attempt_and_sending() {
+        let run = uuid::Uuid::now_v7();
+        let p = "weft.coordinator.c1.assigned";
+        assert_eq!(
+            parse_assign_reply(p, &format!("{p}.{run}.2.17")),
+            Some((run, 2, 17))
+        );
+        for bad in [
+            format!("{p}.{run}.2"),
+            format!("{p}.{run}.2.17.9"),
+            format!("{p}.not-a-uuid.2.17"),
+            format!("{p}.{run}.x.17"),
+            format!("{p}x.{run}.2.17"),
+            format!("weft.coordinator.c2.assigned.{run}.2.17"),
+        ] {
+            assert_eq!(parse_assign_reply(p, &bad), None, "{bad}");
         }
     }
 }

@@ -46,7 +46,11 @@ pub enum WorkerError {
     Http(String),
 }
 
-/// Plans kept per (workflow, version), so a definition is checked once.
+/// The queue group of a worker's arbiters on its assign subject.
+const ARBITERS_QUEUE_GROUP: &str = "weft-worker-arbiters";
+
+/// Plans kept per (workflow, version) by each arbiter, so a definition is
+/// checked once per arbiter.
 const PLAN_CACHE: usize = 1_024;
 
 /// State the NATS side and the actors share.
@@ -189,7 +193,7 @@ pub async fn run_with(
                 let subscribed = async {
                     let client = options.connect(url.as_str()).await?;
                     let assigns = client
-                        .queue_subscribe(subject, "weft-worker".into())
+                        .queue_subscribe(subject, ARBITERS_QUEUE_GROUP.into())
                         .await?;
                     // One round trip on this connection, so the server holds
                     // the subscription before the main connection announces
@@ -425,13 +429,6 @@ pub async fn run_with(
         let _ = c.drain().await;
     }
     let _ = nats.drain().await;
-    // Results of runs left over once the arbiters stop go through the main
-    // connection's fallback path, not a drained one.
-    for arbiter in actors.arbiters() {
-        arbiter.spawn_fn(|| {
-            ARBITER_NATS.with(|c| c.borrow_mut().take());
-        });
-    }
     if let Some(s) = metrics_server {
         s.abort();
     }
@@ -512,13 +509,17 @@ fn accept(a: Assign, taker: &Taker, plans: &mut HashMap<(String, u32), Arc<Plan>
     if shared.draining.load(Ordering::Relaxed) {
         return refuse("draining");
     }
+    // Decided and registered under one lock: every arbiter takes
+    // assignments, so a repeated assignment arriving on two of them, or the
+    // last free slot asked for by two, is decided once. It is the lock a run
+    // is removed under (`on_end`), so a run that ends — or pauses at a human
+    // node — at once does not stay registered, and its next assignment here
+    // is not taken for a repeat of this one.
+    let Ok(mut runs) = shared.runs.lock() else {
+        return refuse("worker state unavailable");
+    };
     // A repeated assignment of a run already here: confirm it again.
-    if shared
-        .runs
-        .lock()
-        .map(|m| m.contains_key(&a.run_id))
-        .unwrap_or(false)
-    {
+    if runs.contains_key(&a.run_id) {
         return AssignReply {
             accepted: true,
             reason: None,
@@ -558,6 +559,7 @@ fn accept(a: Assign, taker: &Taker, plans: &mut HashMap<(String, u32), Arc<Plan>
         Err(errors) => {
             // Cannot happen for a definition the coordinator deployed, unless
             // versions disagree; fail the run rather than the worker.
+            drop(runs);
             let msg = errors
                 .iter()
                 .map(|e| e.message.clone())
@@ -604,18 +606,8 @@ fn accept(a: Assign, taker: &Taker, plans: &mut HashMap<(String, u32), Arc<Plan>
             sink,
         )
     };
-    // Registered under the lock it is removed under (`on_end`): a run that
-    // ends — or pauses at a human node — at once must not stay registered,
-    // or its next assignment here would be taken for a repeat of this one.
-    match shared.runs.lock() {
-        Ok(mut m) => {
-            let addr = RunActor::create(start);
-            m.insert(run_id, (addr, attempt));
-        }
-        Err(_) => {
-            RunActor::create(start);
-        }
-    }
+    let addr = RunActor::create(start);
+    runs.insert(run_id, (addr, attempt));
     AssignReply {
         accepted: true,
         reason: None,

@@ -350,7 +350,8 @@ async fn an_assignment_nobody_listens_for_is_placed_again_at_once() {
 async fn an_assignment_nobody_answers_is_placed_again_after_the_timeout() {
     use futures::StreamExt;
     let logs = LogCapture::install();
-    let c = Cluster::start_with(1, |cfg| cfg.assign_timeout_ms = 300).await;
+    // Long enough for the real worker to answer on a loaded debug build.
+    let c = Cluster::start_with(1, |cfg| cfg.assign_timeout_ms = 1_000).await;
     let nats = async_nats::connect(c.nats.url()).await.unwrap();
     let mut mute = nats.subscribe("weft.worker.mute.assign").await.unwrap();
     let swallowed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
