@@ -40,11 +40,14 @@ impl Expr {
             .map_err(|_| "the expression could not be parsed".to_string())?
             .map_err(|e| e.to_string().trim().to_string())?;
         let refs = program.references();
-        let unknown: Vec<&str> = refs
+        // Sorted: the library lists them from a hash set, and the same
+        // definition must get the same error every time.
+        let mut unknown: Vec<&str> = refs
             .variables()
             .into_iter()
             .filter(|v| !CONTEXT_ROOTS.contains(v))
             .collect();
+        unknown.sort_unstable();
         if !unknown.is_empty() {
             return Err(format!(
                 "unknown variable {}; an expression may use {}",
@@ -277,6 +280,17 @@ mod tests {
             json!("a")
         );
         assert!(Expr::compile("1 + 2").unwrap().roots.is_empty());
+    }
+
+    #[test]
+    fn unknown_variables_are_named_in_a_stable_order() {
+        for _ in 0..20 {
+            let err = Expr::compile("zeta + inptu.x + alpha").unwrap_err();
+            assert!(
+                err.starts_with("unknown variable `alpha`, `inptu`, `zeta`;"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
