@@ -9,8 +9,8 @@
 //!
 //! Assignments are published by the dispatcher itself at the end of each
 //! pass, each with the reply subject `<p>.coordinator.<process>.assigned.
-//! <run>.<attempt>.<seq>`: `seq` numbers the sending, so a late answer to an
-//! earlier sending (to another worker) is never taken for the current one.
+//! <run>.<seq>`: `seq` numbers the sending, so a late answer to an earlier
+//! sending (to another worker) is never taken for the current one.
 //!
 //! A run moves: queued → (placed on a worker, which confirms) → running →
 //! terminal. When a worker stops heart-beating it is declared dead and its
@@ -109,7 +109,6 @@ pub enum Cmd {
     /// `seq` names the sending (see `LiveRun::assign_seq`).
     AssignDone {
         run_id: Uuid,
-        attempt: u32,
         seq: u64,
         outcome: Result<AssignReply, AssignFailure>,
     },
@@ -292,7 +291,7 @@ pub struct DispatchConfig {
     pub dead_after: Duration,
     pub assign_timeout: Duration,
     /// Where workers' answers to assignments come back: this subject, then
-    /// `.<run id>.<attempt>` (unique to this coordinator process).
+    /// `.<run id>.<seq>` (unique to this coordinator process).
     pub assign_replies: String,
     pub deadline_grace: Duration,
     /// Hears of ended runs whose result is pushed.
@@ -362,9 +361,9 @@ struct Dispatcher {
     /// Assignments to publish once this pass is over.
     outgoing: Vec<Outgoing>,
     /// Assignments sent, by when they must be answered (the timeout is
-    /// fixed, so they are in order): (deadline, run, attempt, seq). Answered
-    /// ones stay until their deadline, then no longer match their run.
-    unconfirmed: VecDeque<(Instant, Uuid, u32, u64)>,
+    /// fixed, so they are in order): (deadline, run, seq). Answered ones
+    /// stay until their deadline, then no longer match their run.
+    unconfirmed: VecDeque<(Instant, Uuid, u64)>,
     /// The last `LiveRun::assign_seq` given.
     assign_seq: u64,
 }
@@ -583,31 +582,37 @@ impl Dispatcher {
                 let publish = self.nats.publish_with_reply(a.subject, a.reply, a.message);
                 match tokio::time::timeout(PUBLISH_WAIT, publish).await {
                     Ok(Ok(())) => {
-                        self.unconfirmed
-                            .push_back((deadline, a.run_id, a.attempt, a.seq));
+                        self.unconfirmed.push_back((deadline, a.run_id, a.seq));
                         continue;
                     }
                     Ok(Err(e)) => blocked = Some(e.to_string()),
                     Err(_) => blocked = Some("NATS is not taking messages".to_string()),
                 }
             }
-            if let Some(w) = self.awaited_assignment(a.run_id, a.seq) {
-                let why = blocked.clone().unwrap_or_default();
-                self.assign_done(a.run_id, a.attempt, w, Err(AssignFailure::Other(why)));
-            }
+            let why = blocked.clone().unwrap_or_default();
+            self.assignment_answered(a.run_id, a.seq, Err(AssignFailure::Other(why)));
         }
     }
 
-    /// The worker a run's assignment `seq` went to, if the run still waits
-    /// to hear about that sending.
-    fn awaited_assignment(&self, run_id: Uuid, seq: u64) -> Option<String> {
-        match self.runs.get(&run_id) {
-            Some(LiveRun {
-                placement: Placement::Assigning(w),
-                assign_seq,
-                ..
-            }) if *assign_seq == seq => Some(w.clone()),
-            _ => None,
+    /// The outcome of a run's assignment `seq` — taken only if the run still
+    /// waits to hear about that sending, which names its worker and attempt.
+    fn assignment_answered(
+        &mut self,
+        run_id: Uuid,
+        seq: u64,
+        outcome: Result<AssignReply, AssignFailure>,
+    ) {
+        if let Some(LiveRun {
+            placement: Placement::Assigning(w),
+            assign_seq,
+            record,
+            ..
+        }) = self.runs.get(&run_id)
+        {
+            if *assign_seq == seq {
+                let (w, attempt) = (w.clone(), record.attempts.len() as u32);
+                self.assign_done(run_id, attempt, w, outcome);
+            }
         }
     }
 
@@ -648,14 +653,9 @@ impl Dispatcher {
             } => self.resumed(*record, written, reply),
             Cmd::AssignDone {
                 run_id,
-                attempt,
                 seq,
                 outcome,
-            } => {
-                if let Some(w) = self.awaited_assignment(run_id, seq) {
-                    self.assign_done(run_id, attempt, w, outcome);
-                }
-            }
+            } => self.assignment_answered(run_id, seq, outcome),
             Cmd::Cancel(run_id, reply) => {
                 let rec = self.finish_here(
                     run_id,
@@ -1229,21 +1229,19 @@ impl Dispatcher {
     }
 
     fn send_assign(&mut self, worker_id: String, msg: Assign, seq: u64) {
-        let (run_id, attempt) = (msg.run_id, msg.attempt);
+        let run_id = msg.run_id;
         match wire::encode(&msg) {
             Ok(message) => self.outgoing.push(Outgoing {
                 subject: self.subjects.assign(&worker_id),
-                reply: format!("{}.{}.{}.{}", self.cfg.assign_replies, run_id, attempt, seq),
+                reply: format!("{}.{}.{}", self.cfg.assign_replies, run_id, seq),
                 message,
                 run_id,
-                attempt,
                 seq,
             }),
             // Heard after this pass, so the run is not placed again in it.
             Err(e) => {
                 let _ = self.tx.send(Cmd::AssignDone {
                     run_id,
-                    attempt,
                     seq,
                     outcome: Err(AssignFailure::Other(e.to_string())),
                 });
@@ -1482,22 +1480,19 @@ impl Dispatcher {
 
     fn tick(&mut self) {
         let now = Instant::now();
-        while let Some(&(deadline, run_id, attempt, seq)) = self.unconfirmed.front() {
+        while let Some(&(deadline, run_id, seq)) = self.unconfirmed.front() {
             if deadline > now {
                 break;
             }
             self.unconfirmed.pop_front();
             // Ignored unless the run still waits to hear about this sending.
-            if let Some(w) = self.awaited_assignment(run_id, seq) {
-                self.assign_done(
-                    run_id,
-                    attempt,
-                    w,
-                    Err(AssignFailure::Other(
-                        "assignment not confirmed in time".into(),
-                    )),
-                );
-            }
+            self.assignment_answered(
+                run_id,
+                seq,
+                Err(AssignFailure::Other(
+                    "assignment not confirmed in time".into(),
+                )),
+            );
         }
         if self.nats.connection_state() != async_nats::connection::State::Connected {
             self.nats_down_at = Some(now);
@@ -1620,7 +1615,7 @@ pub async fn listen(
         let prefix = assign_replies.to_string();
         tokio::spawn(async move {
             while let Some(msg) = replies.next().await {
-                let Some((run_id, attempt, seq)) = parse_assign_reply(&prefix, &msg.subject) else {
+                let Some((run_id, seq)) = parse_assign_reply(&prefix, &msg.subject) else {
                     continue;
                 };
                 let outcome = if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
@@ -1633,7 +1628,6 @@ pub async fn listen(
                 };
                 h.send(Cmd::AssignDone {
                     run_id,
-                    attempt,
                     seq,
                     outcome,
                 });
@@ -1693,14 +1687,12 @@ pub async fn listen(
     Ok(())
 }
 
-/// The run, attempt and sending an assignment's reply subject names
-/// (`<assign_replies>.<run id>.<attempt>.<seq>`).
-fn parse_assign_reply(prefix: &str, subject: &str) -> Option<(Uuid, u32, u64)> {
-    let mut parts = subject.strip_prefix(prefix)?.strip_prefix('.')?.split('.');
-    let run = parts.next()?.parse().ok()?;
-    let attempt = parts.next()?.parse().ok()?;
-    let seq = parts.next()?.parse().ok()?;
-    parts.next().is_none().then_some((run, attempt, seq))
+/// The run and sending an assignment's reply subject names
+/// (`<assign_replies>.<run id>.<seq>`).
+fn parse_assign_reply(prefix: &str, subject: &str) -> Option<(Uuid, u64)> {
+    let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
+    let (run, seq) = rest.split_once('.')?;
+    Some((run.parse().ok()?, seq.parse().ok()?))
 }
 
 /// An assignment encoded in a pass, sent at its end.
@@ -1709,7 +1701,6 @@ struct Outgoing {
     reply: String,
     message: bytes::Bytes,
     run_id: Uuid,
-    attempt: u32,
     seq: u64,
 }
 
@@ -1767,20 +1758,20 @@ mod tests {
     use super::parse_assign_reply;
 
     #[test]
-    fn an_assignment_reply_subject_names_run_attempt_and_sending() {
+    fn an_assignment_reply_subject_names_run_and_sending() {
         let run = uuid::Uuid::now_v7();
         let p = "weft.coordinator.c1.assigned";
         assert_eq!(
-            parse_assign_reply(p, &format!("{p}.{run}.2.17")),
-            Some((run, 2, 17))
+            parse_assign_reply(p, &format!("{p}.{run}.17")),
+            Some((run, 17))
         );
         for bad in [
-            format!("{p}.{run}.2"),
-            format!("{p}.{run}.2.17.9"),
-            format!("{p}.not-a-uuid.2.17"),
-            format!("{p}.{run}.x.17"),
-            format!("{p}x.{run}.2.17"),
-            format!("weft.coordinator.c2.assigned.{run}.2.17"),
+            format!("{p}.{run}"),
+            format!("{p}.{run}.17.9"),
+            format!("{p}.not-a-uuid.17"),
+            format!("{p}.{run}.x"),
+            format!("{p}x.{run}.17"),
+            format!("weft.coordinator.c2.assigned.{run}.17"),
         ] {
             assert_eq!(parse_assign_reply(p, &bad), None, "{bad}");
         }
