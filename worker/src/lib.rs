@@ -22,7 +22,7 @@ use actors::ActorRuntime;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -60,7 +60,10 @@ struct Shared {
     inflight: AtomicU32,
     draining: AtomicBool,
     /// Results sent and not yet acknowledged.
-    unacked: AtomicUsize,
+    /// Results (and checkpoints) sent and not yet acknowledged, per (run,
+    /// attempt): counted for the drain, reported as held to a coordinator
+    /// that asks after a restart.
+    unacked: Mutex<HashMap<(Uuid, u32), usize>>,
     /// Runs held, with their attempt numbers.
     runs: Mutex<HashMap<Uuid, (Addr<RunActor>, u32)>>,
 }
@@ -108,7 +111,7 @@ pub async fn run_with(
         capacity: config.capacity,
         inflight: AtomicU32::new(0),
         draining: AtomicBool::new(false),
-        unacked: AtomicUsize::new(0),
+        unacked: Mutex::new(HashMap::new()),
         runs: Mutex::new(HashMap::new()),
     });
     let env = Arc::new(nodes::NodeEnv {
@@ -133,8 +136,12 @@ pub async fn run_with(
     // acknowledged. Each is counted in `unacked` at once, then its delivery
     // starts on the thread of the actor that ended the run, on its arbiter's
     // connection.
-    let results = outbox::<RunResult>(&nats, subjects.results(), &shared);
-    let checkpoints = outbox::<RunCheckpoint>(&nats, subjects.checkpoints(), &shared);
+    let results = outbox::<RunResult>(&nats, subjects.results(), &shared, |r| {
+        (r.run_id, r.attempt)
+    });
+    let checkpoints = outbox::<RunCheckpoint>(&nats, subjects.checkpoints(), &shared, |c| {
+        (c.run_id, c.attempt)
+    });
     // Progress (waiting / running again) is published as it happens.
     let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<RunProgress>();
     {
@@ -306,11 +313,17 @@ pub async fn run_with(
         let nats = nats.clone();
         tokio::spawn(async move {
             while let Some(msg) = held_queries.next().await {
-                let runs: Vec<(Uuid, u32)> = shared
+                // Runs executing, and runs ended whose result (or checkpoint)
+                // is not acknowledged yet: the outcome is here, so the run
+                // must not be placed again.
+                let mut runs: Vec<(Uuid, u32)> = shared
                     .runs
                     .lock()
                     .map(|m| m.iter().map(|(id, (_, attempt))| (*id, *attempt)).collect())
                     .unwrap_or_default();
+                if let Ok(m) = shared.unacked.lock() {
+                    runs.extend(m.keys().copied());
+                }
                 let reply = weft_shared::wire::HeldRuns {
                     worker_id: shared.worker_id.clone(),
                     runs,
@@ -407,9 +420,8 @@ pub async fn run_with(
     beat().await;
     let grace = Instant::now() + Duration::from_millis(config.drain_grace_ms);
     // `inflight` first: a run leaving it was counted in `unacked` before.
-    while (shared.inflight.load(Ordering::SeqCst) > 0 || shared.unacked.load(Ordering::SeqCst) > 0)
-        && Instant::now() < grace
-    {
+    let unacked = || shared.unacked.lock().map(|m| m.len()).unwrap_or(0);
+    while (shared.inflight.load(Ordering::SeqCst) > 0 || unacked() > 0) && Instant::now() < grace {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let left = shared.inflight.load(Ordering::Relaxed);
@@ -621,21 +633,43 @@ fn outbox<T: wire::Message + Send + 'static>(
     nats: &async_nats::Client,
     subject: String,
     shared: &Arc<Shared>,
+    run_of: fn(&T) -> (Uuid, u32),
 ) -> Box<dyn Fn(T) + Send + Sync> {
     let (nats, shared) = (nats.clone(), shared.clone());
     let runtime = tokio::runtime::Handle::current();
     Box::new(move |m| {
-        shared.unacked.fetch_add(1, Ordering::SeqCst);
+        let run = run_of(&m);
+        if let Ok(mut u) = shared.unacked.lock() {
+            *u.entry(run).or_default() += 1;
+        }
         match ARBITER_NATS.with(|c| c.borrow().clone()) {
             // On an arbiter: its own connection, on this thread.
             Some(local) => {
-                actix_rt::spawn(deliver(local, subject.clone(), m, shared.clone()));
+                actix_rt::spawn(deliver(local, subject.clone(), m, run, shared.clone()));
             }
             None => {
-                runtime.spawn(deliver(nats.clone(), subject.clone(), m, shared.clone()));
+                runtime.spawn(deliver(
+                    nats.clone(),
+                    subject.clone(),
+                    m,
+                    run,
+                    shared.clone(),
+                ));
             }
         }
     })
+}
+
+/// One acknowledged (or undeliverable) message of `run` less.
+fn acked(shared: &Shared, run: (Uuid, u32)) {
+    if let Ok(mut u) = shared.unacked.lock() {
+        if let Some(n) = u.get_mut(&run) {
+            *n -= 1;
+            if *n == 0 {
+                u.remove(&run);
+            }
+        }
+    }
 }
 
 /// Sends a result (or a checkpoint) until the coordinator acknowledges it (it
@@ -645,11 +679,12 @@ async fn deliver<T: wire::Message>(
     nats: async_nats::Client,
     subject: String,
     r: T,
+    run: (Uuid, u32),
     shared: Arc<Shared>,
 ) {
     use backon::BackoffBuilder;
     let Ok(bytes) = wire::encode(&r) else {
-        shared.unacked.fetch_sub(1, Ordering::Relaxed);
+        acked(&shared, run);
         return;
     };
     let mut delays = backon::ExponentialBuilder::default()
@@ -672,5 +707,5 @@ async fn deliver<T: wire::Message>(
             }
         }
     }
-    shared.unacked.fetch_sub(1, Ordering::Relaxed);
+    acked(&shared, run);
 }

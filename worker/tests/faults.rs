@@ -377,3 +377,35 @@ async fn an_assignment_nobody_answers_is_placed_again_after_the_timeout() {
     beats.abort();
     c.shutdown().await;
 }
+
+/// A run that ended while no coordinator listened is still the worker's to
+/// report: its unacknowledged result counts as held when a restarted
+/// coordinator asks, so the run is adopted, not placed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_not_yet_acknowledged_counts_as_held() {
+    let mut c = Cluster::start(1).await;
+    let worker = c.workers[0].id.clone();
+    let wf = c.deploy(&one_script(&busy(300), 30_000, None)).await;
+    let run_id = c.submit(&wf, json!({})).await;
+    c.wait_run_until(&run_id, Duration::from_secs(10), |v| {
+        v["status"] == "running"
+    })
+    .await;
+    c.stop_coordinator().await;
+    // The run ends; its result finds no coordinator.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let nats = async_nats::connect(c.nats.url()).await.unwrap();
+    let query = weft_shared::wire::encode(&weft_shared::wire::HeldRunsQuery {}).unwrap();
+    let reply = nats
+        .request(format!("weft.worker.{worker}.runs"), query)
+        .await
+        .unwrap();
+    let held: weft_shared::wire::HeldRuns = weft_shared::wire::decode(&reply.payload).unwrap();
+    let id: uuid::Uuid = run_id.parse().unwrap();
+    assert_eq!(held.runs, vec![(id, 1)], "{held:?}");
+    c.start_coordinator().await;
+    let run = c.wait_run(&run_id, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["attempts"].as_array().unwrap().len(), 1, "{run}");
+    c.shutdown().await;
+}
