@@ -46,7 +46,9 @@ pub struct CoordinatorConfig {
     pub push_backoff_max_ms: u64,
     /// Async push: attempts in flight at once (across all workflows).
     pub push_concurrency: usize,
-    /// How long a worker has to confirm an assignment.
+    /// How long a worker has to confirm an assignment (by its answer, or the
+    /// run's result) before it is asked what it holds and, if the run is not
+    /// among it, the run is placed again. At least 200.
     pub assign_timeout_ms: u64,
     /// After a run's workflow deadline, how long the coordinator waits for the
     /// worker's own `timed_out` report before ending the run itself.
@@ -137,6 +139,10 @@ impl CoordinatorConfig {
     pub fn check(&self) -> Result<(), String> {
         if self.queue_capacity == 0 {
             return Err("queue_capacity must be at least 1".into());
+        }
+        // Ten times the longest a worker holds a taken run's answer.
+        if self.assign_timeout_ms < 200 {
+            return Err("assign_timeout_ms must be at least 200".into());
         }
         if self.worker_dead_after_ms < 100 {
             return Err("worker_dead_after_ms must be at least 100".into());

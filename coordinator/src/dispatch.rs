@@ -1088,6 +1088,51 @@ impl Dispatcher {
         });
     }
 
+    /// Assignments to `worker_id` got no answer within `assign_timeout`. A
+    /// worker answers a run it took only if the run outlives
+    /// [`wire::ANSWER_TAKEN_WITHIN`] (its result answers otherwise), so silence
+    /// can also be a result still on its way: the worker is asked which runs
+    /// it holds — executing, or ended with the result not yet acknowledged.
+    /// Those it holds stand as taken; the others (or all, if it does not
+    /// answer in time either) are placed again.
+    fn ask_before_placing_again(&self, worker_id: String, runs: Vec<(Uuid, u64, u32)>) {
+        let nats = self.nats.clone();
+        let subject = self.subjects.held_runs(&worker_id);
+        let tx = self.tx.clone();
+        let timeout = self.cfg.assign_timeout;
+        tokio::spawn(async move {
+            let held = async {
+                let query = wire::encode(&weft_shared::wire::HeldRunsQuery {}).ok()?;
+                let msg = tokio::time::timeout(timeout, nats.request(subject, query))
+                    .await
+                    .ok()?
+                    .ok()?;
+                wire::decode::<weft_shared::wire::HeldRuns>(&msg.payload).ok()
+            }
+            .await;
+            for (run_id, seq, attempt) in runs {
+                let outcome = match &held {
+                    Some(h) if h.runs.contains(&(run_id, attempt)) => {
+                        tracing::debug!(run_id = %run_id, worker_id, "assignment not answered in time, but the worker holds the run");
+                        Ok(AssignReply::taken(None))
+                    }
+                    Some(_) => Err(AssignFailure::Other(
+                        "assignment not confirmed in time; the worker does not hold the run".into(),
+                    )),
+                    None => Err(AssignFailure::Other(
+                        "assignment not confirmed in time; the worker did not say what it holds"
+                            .into(),
+                    )),
+                };
+                let _ = tx.send(Cmd::AssignDone {
+                    run_id,
+                    seq,
+                    outcome,
+                });
+            }
+        });
+    }
+
     fn adopt(&mut self, worker_id: String, runs: Vec<(Uuid, u32)>) {
         let Some(w) = self.workers.get_mut(&worker_id) else {
             return;
@@ -1265,10 +1310,16 @@ impl Dispatcher {
             return;
         }
         match outcome {
-            Ok(AssignReply { accepted: true, .. }) => {
+            Ok(AssignReply {
+                accepted: true,
+                started_at_ms,
+                ..
+            }) => {
                 run.placement = Placement::Running(worker_id);
                 run.record.status = RunStatus::Running;
-                run.record.started_at_ms.get_or_insert(now_ms());
+                run.record
+                    .started_at_ms
+                    .get_or_insert(started_at_ms.unwrap_or_else(now_ms));
                 self.store.enqueue_run(&run.record, None);
             }
             other => {
@@ -1480,19 +1531,33 @@ impl Dispatcher {
 
     fn tick(&mut self) {
         let now = Instant::now();
+        // Assignments unanswered in time, by worker: each worker is asked
+        // what it holds before its runs are placed again.
+        let mut unanswered: HashMap<String, Vec<(Uuid, u64, u32)>> = HashMap::new();
         while let Some(&(deadline, run_id, seq)) = self.unconfirmed.front() {
             if deadline > now {
                 break;
             }
             self.unconfirmed.pop_front();
-            // Ignored unless the run still waits to hear about this sending.
-            self.assignment_answered(
-                run_id,
-                seq,
-                Err(AssignFailure::Other(
-                    "assignment not confirmed in time".into(),
-                )),
-            );
+            // Only if the run still waits to hear about this sending.
+            if let Some(LiveRun {
+                placement: Placement::Assigning(w),
+                assign_seq,
+                record,
+                ..
+            }) = self.runs.get(&run_id)
+            {
+                if *assign_seq == seq {
+                    let attempt = record.attempts.len() as u32;
+                    unanswered
+                        .entry(w.clone())
+                        .or_default()
+                        .push((run_id, seq, attempt));
+                }
+            }
+        }
+        for (worker_id, runs) in unanswered {
+            self.ask_before_placing_again(worker_id, runs);
         }
         if self.nats.connection_state() != async_nats::connection::State::Connected {
             self.nats_down_at = Some(now);

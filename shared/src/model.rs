@@ -347,7 +347,10 @@ pub struct OutputConfig {
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RunStatus {
+    /// Accepted, not yet confirmed by a worker (a worker confirms a run once
+    /// it has run `wire::ANSWER_TAKEN_WITHIN`; a shorter one ends first).
     Queued,
+    /// Confirmed by its worker.
     Running,
     Waiting,
     Succeeded,

@@ -8,7 +8,7 @@
 //! | `<p>.workers.heartbeat` | worker → coordinators | [`crate::wire::Heartbeat`] |
 //! | `<p>.workers.deregister` | worker → coordinators | [`crate::wire::Deregister`] |
 //! | `<p>.worker.<id>.assign` | coordinator → one worker, taken by one of its arbiters (queue group `weft-worker-arbiters`, a NATS connection per arbiter) | [`crate::wire::Assign`] |
-//! | `<p>.coordinator.<c>.assigned.<run>.<seq>` | worker → the coordinator process `c` that assigned (the assignment's reply subject) | [`crate::wire::AssignReply`] |
+//! | `<p>.coordinator.<c>.assigned.<run>.<seq>` | worker → the coordinator process `c` that assigned (the assignment's reply subject; a run taken is answered only if it outlives [`crate::wire::ANSWER_TAKEN_WITHIN`]) | [`crate::wire::AssignReply`] |
 //! | `<p>.worker.<id>.cancel` | coordinator → one worker | [`crate::wire::Cancel`] |
 //! | `<p>.worker.<id>.resume` | coordinator → one worker (request) | [`crate::wire::Resume`] → [`crate::wire::ResumeReply`] |
 //! | `<p>.runs.results` | worker → coordinators (request, queue group) | [`crate::wire::RunResult`] → [`crate::wire::ResultAck`] |

@@ -223,14 +223,46 @@ impl Message for Assign {
     const KIND: &'static str = "assign";
 }
 
+/// How long a worker may hold the answer to an assignment it took: a
+/// refusal is answered at once; a run taken is answered once it has run this
+/// long, unless its result (or checkpoint) went first — the coordinator takes
+/// either as the answer. Most runs end sooner, and their assignment then
+/// costs no answer at all. A coordinator's assignment timeout must be well
+/// above it (see `assign_timeout_ms`).
+pub const ANSWER_TAKEN_WITHIN: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// A worker's answer to an [`Assign`] (see [`ANSWER_TAKEN_WITHIN`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AssignReply {
     pub accepted: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// When the run started on the worker (Unix ms), for a run taken: its
+    /// answer may come [`ANSWER_TAKEN_WITHIN`] later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<u64>,
 }
 impl Message for AssignReply {
     const KIND: &'static str = "assign_reply";
+}
+
+impl AssignReply {
+    /// The run is taken; `started_at_ms` if it started then.
+    pub fn taken(started_at_ms: Option<u64>) -> Self {
+        AssignReply {
+            accepted: true,
+            reason: None,
+            started_at_ms,
+        }
+    }
+
+    pub fn refused(reason: impl Into<String>) -> Self {
+        AssignReply {
+            accepted: false,
+            reason: Some(reason.into()),
+            started_at_ms: None,
+        }
+    }
 }
 
 /// Stop a run.

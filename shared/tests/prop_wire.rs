@@ -528,8 +528,12 @@ enum AnyMsg {
 fn any_msg() -> BoxedStrategy<AnyMsg> {
     prop_oneof![
         3 => assign().prop_map(AnyMsg::Assign),
-        1 => (any::<bool>(), prop::option::of(text()))
-            .prop_map(|(accepted, reason)| AnyMsg::AssignReply(AssignReply { accepted, reason })),
+        1 => (any::<bool>(), prop::option::of(text()), any::<Option<u64>>())
+            .prop_map(|(accepted, reason, started_at_ms)| AnyMsg::AssignReply(AssignReply {
+                accepted,
+                reason,
+                started_at_ms,
+            })),
         2 => heartbeat().prop_map(AnyMsg::Heartbeat),
         1 => text().prop_map(|worker_id| AnyMsg::Deregister(Deregister { worker_id })),
         1 => uuid().prop_map(|run_id| AnyMsg::Cancel(Cancel { run_id })),

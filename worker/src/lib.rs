@@ -20,7 +20,7 @@ use actix::prelude::*;
 use actors::run::{CancelRun, ResumeNode, RunActor, RunSink};
 use actors::ActorRuntime;
 use futures::StreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,13 +53,19 @@ const ARBITERS_QUEUE_GROUP: &str = "weft-worker-arbiters";
 /// checked once per arbiter.
 const PLAN_CACHE: usize = 1_024;
 
+/// How long the answer to a run taken waits for the run's own result (or
+/// checkpoint) to answer for it: see [`wire::ANSWER_TAKEN_WITHIN`].
+const ANSWER_AFTER: Duration = wire::ANSWER_TAKEN_WITHIN;
+
+/// Answers that fall due are sent together, at most this often.
+const ANSWER_GRAIN: Duration = Duration::from_millis(5);
+
 /// State the NATS side and the actors share.
 struct Shared {
     worker_id: String,
     capacity: u32,
     inflight: AtomicU32,
     draining: AtomicBool,
-    /// Results sent and not yet acknowledged.
     /// Results (and checkpoints) sent and not yet acknowledged, per (run,
     /// attempt): counted for the drain, reported as held to a coordinator
     /// that asks after a restart.
@@ -468,6 +474,11 @@ thread_local! {
     /// results of runs ending here are sent on it, from this thread.
     static ARBITER_NATS: std::cell::RefCell<Option<async_nats::Client>> =
         const { std::cell::RefCell::new(None) };
+
+    /// Runs this arbiter took whose assignment is not answered yet: a result
+    /// or checkpoint sent first answers for it (see [`ANSWER_AFTER`]).
+    static UNANSWERED: std::cell::RefCell<HashSet<(Uuid, u32)>> =
+        std::cell::RefCell::new(HashSet::new());
 }
 
 /// What taking an assignment needs, one per arbiter.
@@ -478,28 +489,86 @@ struct Taker {
 }
 
 /// An arbiter's loop: takes (or refuses) each assignment it is handed,
-/// starting the run on this arbiter, and replies.
+/// starting the run on this arbiter, and answers. A refusal is answered at
+/// once; a run taken is answered after [`ANSWER_AFTER`] unless its result or
+/// checkpoint went first (the coordinator takes either as the answer).
 async fn take_assignments(
     nats: async_nats::Client,
     mut assigns: async_nats::Subscriber,
     taker: Taker,
 ) {
     let mut plans: HashMap<(String, u32), Arc<Plan>> = HashMap::new();
-    while let Some(msg) = assigns.next().await {
-        let reply = match wire::decode::<Assign>(&msg.payload) {
-            Ok(a) => accept(a, &taker, &mut plans),
-            Err(e) => {
-                ::metrics::counter!(metrics::WIRE_ERRORS, "subject" => "assign").increment(1);
-                tracing::debug!(error = %e, "dropped bad assignment");
-                AssignReply {
-                    accepted: false,
-                    reason: Some(format!("bad message: {e}")),
+    // (due, run, started at, reply subject), in the order taken.
+    let mut unanswered: VecDeque<(Instant, (Uuid, u32), u64, async_nats::Subject)> =
+        VecDeque::new();
+    let sweep = tokio::time::sleep(ANSWER_AFTER);
+    tokio::pin!(sweep);
+    loop {
+        tokio::select! {
+            // Answers due first: a flood of assignments does not hold them.
+            biased;
+            () = &mut sweep, if !unanswered.is_empty() => {
+                let now = Instant::now();
+                while unanswered.front().is_some_and(|(due, ..)| *due <= now) {
+                    if let Some((_, run, started, to)) = unanswered.pop_front() {
+                        answer_taken(&nats, run, started, to).await;
+                    }
+                }
+                if let Some((due, ..)) = unanswered.front() {
+                    sweep.as_mut().reset((*due).max(now + ANSWER_GRAIN).into());
                 }
             }
-        };
-        if let (Some(to), Ok(bytes)) = (msg.reply, wire::encode(&reply)) {
-            let _ = nats.publish(to, bytes).await;
+            msg = assigns.next() => {
+                let Some(msg) = msg else { break };
+                let to = msg.reply;
+                let reply = match wire::decode::<Assign>(&msg.payload) {
+                    Ok(a) => {
+                        let run = (a.run_id, a.attempt);
+                        match accept(a, &taker, &mut plans) {
+                            Taken::Answer(reply) => reply,
+                            Taken::Started => {
+                                if let Some(to) = to {
+                                    let due = Instant::now() + ANSWER_AFTER;
+                                    if unanswered.is_empty() {
+                                        sweep.as_mut().reset(due.into());
+                                    }
+                                    UNANSWERED.with(|u| u.borrow_mut().insert(run));
+                                    unanswered.push_back((due, run, now_ms(), to));
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        ::metrics::counter!(metrics::WIRE_ERRORS, "subject" => "assign").increment(1);
+                        tracing::debug!(error = %e, "dropped bad assignment");
+                        AssignReply::refused(format!("bad message: {e}"))
+                    }
+                };
+                if let (Some(to), Ok(bytes)) = (to, wire::encode(&reply)) {
+                    let _ = nats.publish(to, bytes).await;
+                }
+            }
         }
+    }
+    // The subscription ended (the worker drains): answer what is left now.
+    for (_, run, started, to) in unanswered {
+        answer_taken(&nats, run, started, to).await;
+    }
+}
+
+/// Answers a taken assignment, unless the run's result or checkpoint did.
+async fn answer_taken(
+    nats: &async_nats::Client,
+    run: (Uuid, u32),
+    started_at_ms: u64,
+    to: async_nats::Subject,
+) {
+    if !UNANSWERED.with(|u| u.borrow_mut().remove(&run)) {
+        return;
+    }
+    if let Ok(bytes) = wire::encode(&AssignReply::taken(Some(started_at_ms))) {
+        let _ = nats.publish(to, bytes).await;
     }
 }
 
@@ -511,13 +580,18 @@ fn http_client() -> Result<reqwest::Client, WorkerError> {
         .map_err(|e| WorkerError::Http(e.to_string()))
 }
 
+/// What became of an assignment.
+enum Taken {
+    /// Its run started on this arbiter; the answer can wait.
+    Started,
+    /// Refused, a repeat, or ended at once: answer now.
+    Answer(AssignReply),
+}
+
 /// Takes or refuses an assignment; a run taken starts on this arbiter.
-fn accept(a: Assign, taker: &Taker, plans: &mut HashMap<(String, u32), Arc<Plan>>) -> AssignReply {
+fn accept(a: Assign, taker: &Taker, plans: &mut HashMap<(String, u32), Arc<Plan>>) -> Taken {
     let Taker { shared, env, sink } = taker;
-    let refuse = |reason: &str| AssignReply {
-        accepted: false,
-        reason: Some(reason.to_string()),
-    };
+    let refuse = |reason: &str| Taken::Answer(AssignReply::refused(reason));
     if shared.draining.load(Ordering::Relaxed) {
         return refuse("draining");
     }
@@ -532,10 +606,7 @@ fn accept(a: Assign, taker: &Taker, plans: &mut HashMap<(String, u32), Arc<Plan>
     };
     // A repeated assignment of a run already here: confirm it again.
     if runs.contains_key(&a.run_id) {
-        return AssignReply {
-            accepted: true,
-            reason: None,
-        };
+        return Taken::Answer(AssignReply::taken(None));
     }
     if shared.inflight.load(Ordering::Relaxed) >= shared.capacity {
         return refuse("at capacity");
@@ -591,10 +662,7 @@ fn accept(a: Assign, taker: &Taker, plans: &mut HashMap<(String, u32), Arc<Plan>
                 usage: Default::default(),
             });
             (sink.on_end)(a.run_id);
-            return AssignReply {
-                accepted: true,
-                reason: None,
-            };
+            return Taken::Answer(AssignReply::taken(None));
         }
     };
     let (env, sink) = (env.clone(), sink.clone());
@@ -620,10 +688,7 @@ fn accept(a: Assign, taker: &Taker, plans: &mut HashMap<(String, u32), Arc<Plan>
     };
     let addr = RunActor::create(start);
     runs.insert(run_id, (addr, attempt));
-    AssignReply {
-        accepted: true,
-        reason: None,
-    }
+    Taken::Started
 }
 
 /// What an actor calls to hand a result (or a checkpoint) over: counts it in
@@ -643,8 +708,10 @@ fn outbox<T: wire::Message + Send + 'static>(
             *u.entry(run).or_default() += 1;
         }
         match ARBITER_NATS.with(|c| c.borrow().clone()) {
-            // On an arbiter: its own connection, on this thread.
+            // On an arbiter: its own connection, on this thread. The run was
+            // taken here, so this answers its assignment if nothing did yet.
             Some(local) => {
+                UNANSWERED.with(|u| u.borrow_mut().remove(&run));
                 actix_rt::spawn(deliver(local, subject.clone(), m, run, shared.clone()));
             }
             None => {

@@ -129,10 +129,10 @@ async fn each_arbiter_takes_runs_and_sends_results_on_its_own_nats_connection() 
         received += out;
         sent += conn["in_msgs"].as_u64().unwrap();
     }
-    // Arbiter → server: per run, the assignment's reply, then (on the same
-    // connection, so in order) the result the caller was answered with.
+    // Arbiter → server: per run, the result the caller was answered with
+    // (a run this short needs no separate answer to its assignment).
     assert!(
-        sent >= 2 * RUNS,
+        sent >= RUNS,
         "{sent} messages from the arbiters for {RUNS} runs"
     );
     // Server → arbiters: every assignment (the last acks may still be on
@@ -140,6 +140,89 @@ async fn each_arbiter_takes_runs_and_sends_results_on_its_own_nats_connection() 
     assert!(
         received >= RUNS,
         "{received} messages to the arbiters for {RUNS} runs"
+    );
+    c.shutdown().await;
+}
+
+/// A worker answers an assignment it took only if the run is still running
+/// after `ANSWER_TAKEN_WITHIN`: a shorter run's result is the answer. Seen on
+/// the coordinator's answer subjects: the short runs get none, a long run
+/// exactly one — which the coordinator takes, showing the run `running`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_taken_is_answered_only_if_its_result_does_not_come_first() {
+    use futures::StreamExt;
+    let c = Cluster::start(1).await;
+    let nats = async_nats::connect(c.nats.url()).await.unwrap();
+    let mut answers = nats
+        .subscribe("weft.coordinator.*.assigned.>")
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    let wf = c.deploy(&four_node()).await;
+    // Runs the worker finished well within the 20 ms (started on the thread
+    // that took them, right after): their result went before the answer
+    // fell due.
+    let mut short = HashSet::new();
+    for n in 0..20 {
+        let (s, run) = c.run_sync(&wf, json!({"n": n})).await;
+        assert_eq!(s, 200, "{run}");
+        let took = run["ended_at_ms"]
+            .as_u64()
+            .unwrap()
+            .saturating_sub(run["started_at_ms"].as_u64().unwrap());
+        if took <= 10 {
+            short.insert(run["id"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(
+        short.len() >= 5,
+        "only {} of 20 runs took ≤ 10 ms",
+        short.len()
+    );
+    let long = c
+        .deploy(&one_script(
+            "const end = Date.now() + 400; while (Date.now() < end) {} return 'done'",
+            30_000,
+            None,
+        ))
+        .await;
+    let long_id = c.submit(&long, json!({})).await;
+    let running = c
+        .wait_run_until(&long_id, Duration::from_secs(10), |v| {
+            v["status"] == "running"
+        })
+        .await;
+    assert_eq!(
+        running["attempts"].as_array().unwrap().len(),
+        1,
+        "{running}"
+    );
+    let run = c.wait_run(&long_id, Duration::from_secs(10)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    // Its start is when the worker took it, not when the answer came.
+    assert_eq!(run["started_at_ms"], running["started_at_ms"], "{run}");
+    let took = run["ended_at_ms"].as_u64().unwrap() - run["started_at_ms"].as_u64().unwrap();
+    assert!(
+        took >= 400,
+        "{took} ms from start to end of a 400 ms script"
+    );
+    let mut answered = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), answers.next()).await {
+        // weft.coordinator.<process>.assigned.<run>.<seq>
+        let run_id = m.subject.split('.').nth(4).unwrap().to_string();
+        let reply: weft_shared::wire::AssignReply = weft_shared::wire::decode(&m.payload).unwrap();
+        assert!(reply.accepted, "{reply:?}");
+        answered.push(run_id);
+    }
+    assert_eq!(
+        answered.iter().filter(|id| **id == long_id).count(),
+        1,
+        "the long run's assignment must be answered once: {answered:?}"
+    );
+    let answered_short: Vec<_> = answered.iter().filter(|id| short.contains(*id)).collect();
+    assert!(
+        answered_short.is_empty(),
+        "short runs answered apart from their result: {answered_short:?}"
     );
     c.shutdown().await;
 }

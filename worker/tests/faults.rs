@@ -378,6 +378,128 @@ async fn an_assignment_nobody_answers_is_placed_again_after_the_timeout() {
     c.shutdown().await;
 }
 
+/// An assignment left unanswered is not placed again while its worker holds
+/// the run: a short run's result is its answer, and could be late. After
+/// `assign_timeout_ms` the coordinator asks the worker which runs it holds; a
+/// run held stands (one attempt, `running`, until its result), a run not held
+/// is placed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_assignment_stands_if_its_worker_holds_the_run() {
+    use futures::StreamExt;
+    use std::sync::{Arc, Mutex};
+    use weft_shared::wire::{self, Assign, HeldRuns, ResultAck, RunResult};
+    let logs = LogCapture::install();
+    let c = Cluster::start_with(0, |cfg| cfg.assign_timeout_ms = 500).await;
+    let nats = async_nats::connect(c.nats.url()).await.unwrap();
+    let mut assigns = nats.subscribe("weft.worker.holder.assign").await.unwrap();
+    let mut queries = nats.subscribe("weft.worker.holder.runs").await.unwrap();
+    nats.flush().await.unwrap();
+    // The fake worker takes every assignment without a word, and holds the
+    // runs whose input says so.
+    let got: Arc<Mutex<Vec<Assign>>> = Arc::default();
+    let taker = {
+        let got = got.clone();
+        tokio::spawn(async move {
+            while let Some(m) = assigns.next().await {
+                got.lock().unwrap().push(wire::decode(&m.payload).unwrap());
+            }
+        })
+    };
+    let answerer = {
+        let (got, nats) = (got.clone(), nats.clone());
+        tokio::spawn(async move {
+            while let Some(q) = queries.next().await {
+                let runs = got
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|a| a.input["hold"] == true)
+                    .map(|a| (a.run_id, a.attempt))
+                    .collect();
+                let held = HeldRuns {
+                    worker_id: "holder".into(),
+                    runs,
+                };
+                let to = q.reply.unwrap();
+                nats.publish(to, wire::encode(&held).unwrap())
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let beats = fake_heartbeats(nats.clone(), &["holder"]);
+    c.wait_workers(1).await;
+    let wf = c.deploy(&four_node()).await;
+    let held_id = c.submit(&wf, json!({"n": 6, "hold": true})).await;
+    let other_id = c.submit(&wf, json!({"n": 7})).await;
+    let sendings = |id: &str| {
+        got.lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a.run_id.to_string() == id)
+            .map(|a| a.attempt)
+            .collect::<Vec<_>>()
+    };
+    let running = c
+        .wait_run_until(&held_id, Duration::from_secs(10), |v| {
+            v["status"] == "running"
+        })
+        .await;
+    assert_eq!(
+        running["attempts"].as_array().unwrap().len(),
+        1,
+        "{running}"
+    );
+    assert_eq!(running["attempts"][0]["worker_id"], "holder", "{running}");
+    // The run not held is placed again (on the only worker there is; an
+    // attempt not taken is not counted, so it is sent as attempt 1 again).
+    let start = Instant::now();
+    while sendings(&other_id).len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the run not held was not placed again: {:?}",
+            sendings(&other_id)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Several timeouts later the held run was still sent once.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(sendings(&held_id), vec![1]);
+    // Its result, when it comes, ends it on that one attempt.
+    let result = RunResult {
+        run_id: held_id.parse().unwrap(),
+        attempt: 1,
+        worker_id: "holder".into(),
+        status: weft_shared::model::RunStatus::Succeeded,
+        output: Some(json!({"v": 12, "big": true})),
+        error: None,
+        nodes: vec![],
+        started_at_ms: weft_shared::time::now_ms(),
+        ended_at_ms: weft_shared::time::now_ms(),
+        model_runs: vec![],
+        usage: Default::default(),
+    };
+    let ack = nats
+        .request("weft.runs.results", wire::encode(&result).unwrap())
+        .await
+        .unwrap();
+    wire::decode::<ResultAck>(&ack.payload).unwrap();
+    let run = c.wait_run(&held_id, Duration::from_secs(10)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["output"]["v"], 12, "{run}");
+    assert_eq!(run["attempts"].as_array().unwrap().len(), 1, "{run}");
+    assert!(
+        logs.text()
+            .lines()
+            .any(|l| l.contains("holder") && l.contains("the worker does not hold the run")),
+        "the run not held was not logged as placed again for it"
+    );
+    for t in [taker, answerer, beats] {
+        t.abort();
+    }
+    c.shutdown().await;
+}
+
 /// A run that ended while no coordinator listened is still the worker's to
 /// report: its unacknowledged result counts as held when a restarted
 /// coordinator asks, so the run is adopted, not placed again.

@@ -186,7 +186,10 @@ async fn a_re_placed_run_sends_the_same_idempotency_key() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (_, run) = c.get(&format!("/v1/runs/{id}")).await;
+    // `running` once the worker confirms it (the call is held, so it will).
+    let run = c
+        .wait_run_until(&id, Duration::from_secs(10), |v| v["status"] == "running")
+        .await;
     let first = run["attempts"][0]["worker_id"]
         .as_str()
         .unwrap()
