@@ -602,17 +602,22 @@ impl Dispatcher {
         seq: u64,
         outcome: Result<AssignReply, AssignFailure>,
     ) {
-        if let Some(LiveRun {
-            placement: Placement::Assigning(w),
-            assign_seq,
-            record,
-            ..
-        }) = self.runs.get(&run_id)
-        {
-            if *assign_seq == seq {
-                let (w, attempt) = (w.clone(), record.attempts.len() as u32);
-                self.assign_done(run_id, attempt, w, outcome);
-            }
+        if let Some((w, attempt)) = self.awaiting(run_id, seq) {
+            self.assign_done(run_id, attempt, w, outcome);
+        }
+    }
+
+    /// The worker and attempt of the run's sending `seq`, if the run still
+    /// waits to hear about that sending.
+    fn awaiting(&self, run_id: Uuid, seq: u64) -> Option<(String, u32)> {
+        match self.runs.get(&run_id)? {
+            LiveRun {
+                placement: Placement::Assigning(w),
+                assign_seq,
+                record,
+                ..
+            } if *assign_seq == seq => Some((w.clone(), record.attempts.len() as u32)),
+            _ => None,
         }
     }
 
@@ -1539,21 +1544,11 @@ impl Dispatcher {
                 break;
             }
             self.unconfirmed.pop_front();
-            // Only if the run still waits to hear about this sending.
-            if let Some(LiveRun {
-                placement: Placement::Assigning(w),
-                assign_seq,
-                record,
-                ..
-            }) = self.runs.get(&run_id)
-            {
-                if *assign_seq == seq {
-                    let attempt = record.attempts.len() as u32;
-                    unanswered
-                        .entry(w.clone())
-                        .or_default()
-                        .push((run_id, seq, attempt));
-                }
+            if let Some((w, attempt)) = self.awaiting(run_id, seq) {
+                unanswered
+                    .entry(w)
+                    .or_default()
+                    .push((run_id, seq, attempt));
             }
         }
         for (worker_id, runs) in unanswered {
