@@ -799,7 +799,7 @@ impl Dispatcher {
             self.store.enqueue_run(&run.record, Some(tx));
             tokio::spawn(async move {
                 let ok = matches!(rx.await, Ok(Ok(())));
-                persisted.send(ok).await;
+                persisted.send(ok);
             });
             return;
         }
@@ -852,7 +852,7 @@ impl Dispatcher {
         self.store.enqueue_run(&run.record, Some(tx));
         tokio::spawn(async move {
             let ok = matches!(rx.await, Ok(Ok(())));
-            persisted.send(ok).await;
+            persisted.send(ok);
         });
         // A synchronous caller hears that the run now waits for a person.
         for w in run.waiters.drain(..) {
@@ -1393,7 +1393,7 @@ impl Dispatcher {
         let push = self.push_on_end(&run);
         tokio::spawn(async move {
             let ok = matches!(rx.await, Ok(Ok(())));
-            persisted.send(ok).await;
+            persisted.send(ok);
             if let (true, Some((p, id))) = (ok, push) {
                 p.run_ended(id);
             }
@@ -1718,16 +1718,18 @@ pub async fn listen(
             h.send(Cmd::Progress(p));
         },
     );
-    let (h, n) = (handle.clone(), nats.clone());
+    let (acker, acks) = mpsc::unbounded_channel();
+    tokio::spawn(send_acks(nats.clone(), acks));
+    let (h, a) = (handle.clone(), acker.clone());
     forward::<RunCheckpoint>(
         nats.queue_subscribe(subjects.checkpoints(), group())
             .await?,
         "checkpoints",
         move |c, reply| {
             let ack = Ack {
-                nats: n.clone(),
+                acker: a.clone(),
                 reply,
-                run_id: c.run_id,
+                run: (c.run_id, c.attempt),
             };
             h.send(Cmd::Checkpoint(Box::new(c), ack));
         },
@@ -1737,9 +1739,9 @@ pub async fn listen(
         "results",
         move |r, reply| {
             let ack = Ack {
-                nats: nats.clone(),
+                acker: acker.clone(),
                 reply,
-                run_id: r.run_id,
+                run: (r.run_id, r.attempt),
             };
             handle.send(Cmd::Result(Box::new(r), ack));
         },
@@ -1785,31 +1787,70 @@ fn forward<T: wire::Message + Send + 'static>(
     });
 }
 
-/// Tells a worker its result (or checkpoint) is durable: a `ResultAck` on
-/// the message's reply subject, sent by whoever learns of the write (no task
-/// of its own). Not durable, or dropped: no ack, and the worker sends again.
+/// Tells a worker its result (or checkpoint) is durable, on the message's
+/// reply subject, once whoever learns of the write calls [`Ack::send`]. Not
+/// durable, or dropped: no ack, and the worker sends again.
 pub struct Ack {
-    nats: async_nats::Client,
+    acker: Acker,
     reply: Option<async_nats::Subject>,
-    run_id: Uuid,
+    run: (Uuid, u32),
 }
 
 impl Ack {
-    async fn send(self, durable: bool) {
+    fn send(self, durable: bool) {
         if let (true, Some(reply)) = (durable, self.reply) {
-            if let Ok(bytes) = wire::encode(&weft_shared::wire::ResultAck {
-                run_id: self.run_id,
-            }) {
-                let _ = self.nats.publish(reply, bytes).await;
-            }
+            let _ = self.acker.send((reply, self.run));
         }
     }
 
-    /// [`Ack::send`] from where nothing can wait.
+    /// As [`Ack::send`]: kept for the places that ack what needs no write.
     fn send_soon(self, durable: bool) {
-        if durable && self.reply.is_some() {
-            tokio::spawn(self.send(durable));
+        self.send(durable)
+    }
+}
+
+/// Acks on their way to [`send_acks`].
+type Acker = mpsc::UnboundedSender<(async_nats::Subject, (Uuid, u32))>;
+
+/// Sends acks in batches: whatever is ready when it wakes — typically all
+/// that one commit of the run writer made durable — goes as one
+/// [`ResultAcks`](weft_shared::wire::ResultAcks) per reply subject, which a
+/// worker keeps per NATS connection: one message for many results instead
+/// of one each. A reply subject that is a request inbox (a worker from before
+/// `ResultAcks`) gets a `ResultAck` per result, as it expects.
+async fn send_acks(
+    nats: async_nats::Client,
+    mut rx: mpsc::UnboundedReceiver<(async_nats::Subject, (Uuid, u32))>,
+) {
+    use weft_shared::wire::{ResultAck, ResultAcks, MAX_ACKS_PER_MESSAGE};
+    let mut ready: Vec<(async_nats::Subject, (Uuid, u32))> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        ready.push(first);
+        while let Ok(next) = rx.try_recv() {
+            ready.push(next);
         }
+        // Grouped by reply subject, in the order each became durable.
+        ready.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        for group in ready.chunk_by(|a, b| a.0 == b.0) {
+            let reply = &group[0].0;
+            if reply.starts_with("_INBOX.") {
+                for (_, (run_id, _)) in group {
+                    if let Ok(bytes) = wire::encode(&ResultAck { run_id: *run_id }) {
+                        let _ = nats.publish(reply.clone(), bytes).await;
+                    }
+                }
+                continue;
+            }
+            for chunk in group.chunks(MAX_ACKS_PER_MESSAGE) {
+                let acks = ResultAcks {
+                    runs: chunk.iter().map(|(_, run)| *run).collect(),
+                };
+                if let Ok(bytes) = wire::encode(&acks) {
+                    let _ = nats.publish(reply.clone(), bytes).await;
+                }
+            }
+        }
+        ready.clear();
     }
 }
 

@@ -11,10 +11,11 @@
 //! | `<p>.coordinator.<c>.assigned.<run>.<seq>` | worker → the coordinator process `c` that assigned (the assignment's reply subject; a run taken is answered only if it outlives [`crate::wire::ANSWER_TAKEN_WITHIN`]) | [`crate::wire::AssignReply`] |
 //! | `<p>.worker.<id>.cancel` | coordinator → one worker | [`crate::wire::Cancel`] |
 //! | `<p>.worker.<id>.resume` | coordinator → one worker (request) | [`crate::wire::Resume`] → [`crate::wire::ResumeReply`] |
-//! | `<p>.runs.results` | worker → coordinators (request, queue group) | [`crate::wire::RunResult`] → [`crate::wire::ResultAck`] |
+//! | `<p>.runs.results` | worker → coordinators (queue group; reply subject `<p>.worker.<id>.acks.<lane>`) | [`crate::wire::RunResult`] |
+//! | `<p>.worker.<id>.acks.<lane>` | coordinator → one NATS connection ("lane") of a worker: what one commit made durable of what it sent | [`crate::wire::ResultAcks`] |
 //! | `<p>.worker.<id>.runs` | coordinator → one worker (request) | [`crate::wire::HeldRunsQuery`] → [`crate::wire::HeldRuns`] |
 //! | `<p>.runs.progress` | worker → coordinators (queue group) | [`crate::wire::RunProgress`] |
-//! | `<p>.runs.checkpoints` | worker → coordinators (request, queue group) | [`crate::wire::RunCheckpoint`] → [`crate::wire::ResultAck`] |
+//! | `<p>.runs.checkpoints` | worker → coordinators (queue group; reply subject as for results) | [`crate::wire::RunCheckpoint`] |
 
 /// Queue group coordinators share for run results, so each result is handled once.
 pub const RESULTS_QUEUE_GROUP: &str = "weft-coordinators";
@@ -70,6 +71,12 @@ impl Subjects {
     /// Asks a worker which runs it holds (a restarted coordinator adopts them).
     pub fn held_runs(&self, worker_id: &str) -> String {
         format!("{}.worker.{}.runs", self.prefix, worker_id)
+    }
+
+    /// Where the coordinator acks results and checkpoints a worker sent on
+    /// one of its NATS connections (`lane`: `main`, or the arbiter's number).
+    pub fn acks(&self, worker_id: &str, lane: &str) -> String {
+        format!("{}.worker.{}.acks.{}", self.prefix, worker_id, lane)
     }
 
     pub fn progress(&self) -> String {

@@ -336,8 +336,8 @@ impl Message for ResumeReply {
 }
 
 /// A run paused at `human` nodes, nothing else left to do: the worker hands
-/// it back with what it needs to go on, and forgets it. Sent by request until
-/// the coordinator acknowledges it ([`ResultAck`]) once it is durable.
+/// it back with what it needs to go on, and forgets it. Sent until the
+/// coordinator acknowledges it ([`ResultAcks`]) once it is durable.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunCheckpoint {
     pub run_id: Uuid,
@@ -374,6 +374,8 @@ impl Message for HeldRuns {
     const KIND: &'static str = "held_runs";
 }
 
+/// One result (or checkpoint) is durable: the answer to one sent by
+/// request (an inbox reply subject, as workers before [`ResultAcks`] did).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResultAck {
     pub run_id: Uuid,
@@ -381,6 +383,21 @@ pub struct ResultAck {
 impl Message for ResultAck {
     const KIND: &'static str = "result_ack";
 }
+
+/// These results (or checkpoints), each named by (run, attempt), are
+/// durable. A worker sends them with a reply subject of its own per NATS
+/// connection ([`crate::subjects::Subjects::acks`]); the coordinator acks
+/// all that one commit made durable for that subject in one message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResultAcks {
+    pub runs: Vec<(Uuid, u32)>,
+}
+impl Message for ResultAcks {
+    const KIND: &'static str = "result_acks";
+}
+
+/// Most (run, attempt) pairs in one [`ResultAcks`] (~24 bytes each).
+pub const MAX_ACKS_PER_MESSAGE: usize = 4_096;
 
 #[cfg(test)]
 mod tests {

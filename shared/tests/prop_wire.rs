@@ -21,8 +21,8 @@ use weft_shared::secret::SecretString;
 use weft_shared::time::TimeoutLevel;
 use weft_shared::wire::{
     decode, encode, Assign, AssignReply, Cancel, Deregister, EnvValue, Heartbeat, Message,
-    ResultAck, Resume, ResumeReply, RunCheckpoint, RunProgress, RunResult, WireDefinition,
-    WireError,
+    ResultAck, ResultAcks, Resume, ResumeReply, RunCheckpoint, RunProgress, RunResult,
+    WireDefinition, WireError,
 };
 
 // ---------------------------------------------------------------- strategies
@@ -522,6 +522,7 @@ enum AnyMsg {
     Resume(Resume),
     ResumeReply(ResumeReply),
     ResultAck(ResultAck),
+    ResultAcks(ResultAcks),
     RunCheckpoint(RunCheckpoint),
 }
 
@@ -542,6 +543,8 @@ fn any_msg() -> BoxedStrategy<AnyMsg> {
         2 => resume().prop_map(AnyMsg::Resume),
         1 => text().prop_map(|outcome| AnyMsg::ResumeReply(ResumeReply { outcome })),
         1 => uuid().prop_map(|run_id| AnyMsg::ResultAck(ResultAck { run_id })),
+        1 => prop::collection::vec((uuid(), any::<u32>()), 0..8)
+            .prop_map(|runs| AnyMsg::ResultAcks(ResultAcks { runs })),
         2 => run_checkpoint().prop_map(AnyMsg::RunCheckpoint),
     ]
     .boxed()
@@ -563,6 +566,7 @@ fn encode_any(m: &AnyMsg) -> Vec<u8> {
         AnyMsg::Resume(x) => enc(x),
         AnyMsg::ResumeReply(x) => enc(x),
         AnyMsg::ResultAck(x) => enc(x),
+        AnyMsg::ResultAcks(x) => enc(x),
         AnyMsg::RunCheckpoint(x) => enc(x),
     }
 }
@@ -626,6 +630,7 @@ fn decode_as_every_type(bytes: &[u8]) -> Result<usize, TestCaseError> {
         decode_as::<Resume>(bytes)?,
         decode_as::<ResumeReply>(bytes)?,
         decode_as::<ResultAck>(bytes)?,
+        decode_as::<ResultAcks>(bytes)?,
         decode_as::<RunCheckpoint>(bytes)?,
     ];
     let n = oks.iter().filter(|ok| **ok).count();
@@ -712,6 +717,7 @@ proptest! {
             AnyMsg::Resume(x) => round_trips(x)?,
             AnyMsg::ResumeReply(x) => round_trips(x)?,
             AnyMsg::ResultAck(x) => round_trips(x)?,
+            AnyMsg::ResultAcks(x) => round_trips(x)?,
             AnyMsg::RunCheckpoint(x) => round_trips(x)?,
         }
         // Intact, a message decodes as its own type only.

@@ -32,8 +32,8 @@ use weft_shared::subjects::Subjects;
 use weft_shared::time::now_ms;
 use weft_shared::validate::Plan;
 use weft_shared::wire::{
-    self, Assign, AssignReply, Cancel, Deregister, Heartbeat, ResultAck, Resume, ResumeReply,
-    RunCheckpoint, RunProgress, RunResult,
+    self, Assign, AssignReply, Cancel, Deregister, Heartbeat, Resume, ResumeReply, RunCheckpoint,
+    RunProgress, RunResult,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -139,13 +139,17 @@ pub async fn run_with(
     ::metrics::gauge!(metrics::WORKER_CAPACITY).set(config.capacity as f64);
 
     // Results, and runs paused at human nodes, go to the coordinator until
-    // acknowledged. Each is counted in `unacked` at once, then its delivery
-    // starts on the thread of the actor that ended the run, on its arbiter's
-    // connection.
-    let results = outbox::<RunResult>(&nats, subjects.results(), &shared, |r| {
+    // acknowledged. Each is counted in `unacked` at once, then handed to the
+    // lane of the thread of the actor that ended the run — its arbiter's
+    // connection — or, off the arbiters, to the main connection's lane.
+    let (main_lane, main_lane_task) = start_lane(&nats, &subjects, &shared, "main")
+        .await
+        .map_err(|e| WorkerError::Nats(e.to_string()))?;
+    tokio::spawn(main_lane_task);
+    let results = outbox::<RunResult>(subjects.results(), &shared, &main_lane, |r| {
         (r.run_id, r.attempt)
     });
-    let checkpoints = outbox::<RunCheckpoint>(&nats, subjects.checkpoints(), &shared, |c| {
+    let checkpoints = outbox::<RunCheckpoint>(subjects.checkpoints(), &shared, &main_lane, |c| {
         (c.run_id, c.attempt)
     });
     // Progress (waiting / running again) is published as it happens.
@@ -197,6 +201,7 @@ pub async fn run_with(
             let options = nats_options(format!("weft-worker-{worker_id}-a{i}"));
             let url = config.nats_url.clone();
             let subject = subjects.assign(&worker_id);
+            let (subjects, lane_shared) = (subjects.clone(), shared.clone());
             let taker = Taker {
                 shared: shared.clone(),
                 env: env.clone(),
@@ -208,6 +213,9 @@ pub async fn run_with(
                     let assigns = client
                         .queue_subscribe(subject, ARBITERS_QUEUE_GROUP.into())
                         .await?;
+                    let (lane, lane_task) =
+                        start_lane(&client, &subjects, &lane_shared, &i.to_string()).await?;
+                    actix_rt::spawn(lane_task);
                     // One round trip on this connection, so the server holds
                     // the subscription before the main connection announces
                     // the worker (across connections nothing is ordered).
@@ -215,12 +223,12 @@ pub async fn run_with(
                     let _ = client
                         .request(client.new_inbox(), bytes::Bytes::new())
                         .await;
-                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>((client, assigns))
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>((client, assigns, lane))
                 }
                 .await;
                 match subscribed {
-                    Ok((client, assigns)) => {
-                        ARBITER_NATS.with(|c| *c.borrow_mut() = Some(client.clone()));
+                    Ok((client, assigns, lane)) => {
+                        ARBITER_LANE.with(|l| *l.borrow_mut() = Some(lane));
                         let _ = tx.send(Ok(client.clone()));
                         take_assignments(client, assigns, taker).await;
                     }
@@ -470,9 +478,9 @@ fn nats_options(name: String) -> async_nats::ConnectOptions {
 }
 
 thread_local! {
-    /// The NATS connection of the arbiter this thread runs, if it is one:
-    /// results of runs ending here are sent on it, from this thread.
-    static ARBITER_NATS: std::cell::RefCell<Option<async_nats::Client>> =
+    /// The lane of the arbiter this thread runs, if it is one: results of
+    /// runs ending here are sent on its connection, from this thread.
+    static ARBITER_LANE: std::cell::RefCell<Option<Lane>> =
         const { std::cell::RefCell::new(None) };
 
     /// Runs this arbiter took whose assignment is not answered yet: a result
@@ -692,42 +700,51 @@ fn accept(a: Assign, taker: &Taker, plans: &mut HashMap<(String, u32), Arc<Plan>
 }
 
 /// What an actor calls to hand a result (or a checkpoint) over: counts it in
-/// `unacked`, then starts its delivery — on the arbiter's own connection
-/// when called on an arbiter, else on the main connection and runtime.
+/// `unacked`, encodes it, and hands it to the lane of this arbiter (or, off
+/// the arbiters, the main connection's).
 fn outbox<T: wire::Message + Send + 'static>(
-    nats: &async_nats::Client,
     subject: String,
     shared: &Arc<Shared>,
+    main_lane: &Lane,
     run_of: fn(&T) -> (Uuid, u32),
 ) -> Box<dyn Fn(T) + Send + Sync> {
-    let (nats, shared) = (nats.clone(), shared.clone());
-    let runtime = tokio::runtime::Handle::current();
+    let (shared, main_lane) = (shared.clone(), main_lane.clone());
+    let subject = async_nats::Subject::from(subject);
     Box::new(move |m| {
         let run = run_of(&m);
+        let bytes = match wire::encode(&m) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(run_id = %run.0, error = %e, "result does not encode; not sent");
+                return;
+            }
+        };
         if let Ok(mut u) = shared.unacked.lock() {
             *u.entry(run).or_default() += 1;
         }
-        match ARBITER_NATS.with(|c| c.borrow().clone()) {
-            // On an arbiter: its own connection, on this thread. The run was
-            // taken here, so this answers its assignment if nothing did yet.
-            Some(local) => {
+        let out = Outgoing {
+            subject: subject.clone(),
+            run,
+            bytes,
+        };
+        let out = ARBITER_LANE.with(|l| match &*l.borrow() {
+            // On an arbiter: the run was taken here, so this answers its
+            // assignment if nothing did yet.
+            Some(lane) => {
                 UNANSWERED.with(|u| u.borrow_mut().remove(&run));
-                actix_rt::spawn(deliver(local, subject.clone(), m, run, shared.clone()));
+                lane.send(out).err().map(|e| e.0)
             }
-            None => {
-                runtime.spawn(deliver(
-                    nats.clone(),
-                    subject.clone(),
-                    m,
-                    run,
-                    shared.clone(),
-                ));
+            None => Some(out),
+        });
+        if let Some(out) = out {
+            if main_lane.send(out).is_err() {
+                tracing::warn!(run_id = %run.0, "worker stopping: result not sent");
             }
         }
     })
 }
 
-/// One acknowledged (or undeliverable) message of `run` less.
+/// One acknowledged message of `run` less.
 fn acked(shared: &Shared, run: (Uuid, u32)) {
     if let Ok(mut u) = shared.unacked.lock() {
         if let Some(n) = u.get_mut(&run) {
@@ -739,40 +756,135 @@ fn acked(shared: &Shared, run: (Uuid, u32)) {
     }
 }
 
-/// Sends a result (or a checkpoint) until the coordinator acknowledges it (it
-/// acks once it is durable). Backs off between tries; gives up only when the
-/// process ends.
-async fn deliver<T: wire::Message>(
-    nats: async_nats::Client,
-    subject: String,
-    r: T,
+/// A result or checkpoint for a lane to send.
+struct Outgoing {
+    subject: async_nats::Subject,
     run: (Uuid, u32),
+    bytes: bytes::Bytes,
+}
+
+/// Hands results and checkpoints to a lane's task.
+type Lane = tokio::sync::mpsc::UnboundedSender<Outgoing>;
+
+/// How long a lane waits for the ack of what it sent before sending again.
+const ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// How often a lane looks for what to send again.
+const RESEND_SWEEP: Duration = Duration::from_millis(50);
+
+/// Subscribes to the acks of one NATS connection (`lane`: `main`, or an
+/// arbiter's number) and returns the lane with its task, for the caller to
+/// spawn where the connection is used (an arbiter's on the arbiter's thread).
+async fn start_lane(
+    nats: &async_nats::Client,
+    subjects: &Subjects,
+    shared: &Arc<Shared>,
+    lane: &str,
+) -> Result<(Lane, impl Future<Output = ()> + Send + 'static), async_nats::SubscribeError> {
+    let ack_subject = subjects.acks(&shared.worker_id, lane);
+    let acks = nats.subscribe(ack_subject.clone()).await?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = run_lane(nats.clone(), ack_subject.into(), acks, rx, shared.clone());
+    Ok((tx, task))
+}
+
+/// Something a lane sent and waits to hear is durable.
+struct Unacked {
+    subject: async_nats::Subject,
+    bytes: bytes::Bytes,
+    sent: Instant,
+    tries: u32,
+}
+
+/// A lane's task: sends what it is handed with its ack subject as the reply
+/// subject, and keeps it until a [`wire::ResultAcks`] names it (the
+/// coordinator acks once it is durable, a batch at a time). Unacked after
+/// [`ACK_WAIT`], it is sent again; while NATS says no coordinator listens,
+/// sooner — after 50 ms, doubling to 5 s. Gives up only when the process ends.
+async fn run_lane(
+    nats: async_nats::Client,
+    ack_subject: async_nats::Subject,
+    mut acks: async_nats::Subscriber,
+    mut outgoing: tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
     shared: Arc<Shared>,
 ) {
-    use backon::BackoffBuilder;
-    let Ok(bytes) = wire::encode(&r) else {
-        acked(&shared, run);
-        return;
-    };
-    let mut delays = backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut unacked: HashMap<(Uuid, u32), Unacked> = HashMap::new();
+    // Since NATS last said nobody listens on the results subject, and no
+    // ack came since.
+    let mut nobody_listens = false;
+    let sweep = tokio::time::sleep(RESEND_SWEEP);
+    tokio::pin!(sweep);
     loop {
-        match tokio::time::timeout(
-            Duration::from_secs(5),
-            nats.request(subject.clone(), bytes.clone()),
-        )
-        .await
-        {
-            Ok(Ok(msg)) if wire::decode::<ResultAck>(&msg.payload).is_ok() => break,
-            _ => {
-                ::metrics::counter!(metrics::RESULT_RETRIES).increment(1);
-                tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))).await;
+        tokio::select! {
+            out = outgoing.recv() => {
+                let Some(out) = out else { break };
+                let _ = nats
+                    .publish_with_reply(out.subject.clone(), ack_subject.clone(), out.bytes.clone())
+                    .await;
+                if unacked.is_empty() {
+                    sweep.as_mut().reset((Instant::now() + RESEND_SWEEP).into());
+                }
+                unacked.insert(
+                    out.run,
+                    Unacked {
+                        subject: out.subject,
+                        bytes: out.bytes,
+                        sent: Instant::now(),
+                        tries: 0,
+                    },
+                );
+            }
+            msg = acks.next() => {
+                let Some(msg) = msg else { break };
+                if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+                    nobody_listens = true;
+                    continue;
+                }
+                match wire::decode::<wire::ResultAcks>(&msg.payload) {
+                    Ok(a) => {
+                        nobody_listens = false;
+                        for run in a.runs {
+                            if unacked.remove(&run).is_some() {
+                                acked(&shared, run);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        ::metrics::counter!(metrics::WIRE_ERRORS, "subject" => "acks").increment(1);
+                        tracing::debug!(error = %e, "dropped a bad ack");
+                    }
+                }
+            }
+            () = &mut sweep, if !unacked.is_empty() => {
+                let now = Instant::now();
+                for (run, u) in unacked.iter_mut() {
+                    let wait = if nobody_listens {
+                        resend_backoff(u.tries, run.0)
+                    } else {
+                        ACK_WAIT
+                    };
+                    if now.duration_since(u.sent) < wait {
+                        continue;
+                    }
+                    ::metrics::counter!(metrics::RESULT_RETRIES).increment(1);
+                    let _ = nats
+                        .publish_with_reply(u.subject.clone(), ack_subject.clone(), u.bytes.clone())
+                        .await;
+                    u.sent = Instant::now();
+                    u.tries = u.tries.saturating_add(1);
+                }
+                sweep.as_mut().reset((now + RESEND_SWEEP).into());
             }
         }
     }
-    acked(&shared, run);
+}
+
+/// How long to wait before sending again, after `tries` sends nobody
+/// listened to: 50 ms doubling to 5 s, spread by up to a half per run so
+/// that a coordinator coming back is not met by every result at once.
+fn resend_backoff(tries: u32, run_id: Uuid) -> Duration {
+    let base = Duration::from_millis(50).saturating_mul(1 << tries.min(7));
+    let base = base.min(Duration::from_secs(5));
+    let spread = (run_id.as_u128() & 0xff) as u32; // 0..=255
+    base + base * spread / 512
 }

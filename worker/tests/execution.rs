@@ -144,6 +144,61 @@ async fn each_arbiter_takes_runs_and_sends_results_on_its_own_nats_connection() 
     c.shutdown().await;
 }
 
+/// The coordinator acks results in batches: what one commit made durable
+/// goes to each worker connection ("lane") as one `ResultAcks`, on that
+/// lane's own subject — fewer messages than results, each result acked once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_acked_in_batches_on_the_lane_that_sent_them() {
+    use futures::StreamExt;
+    let c = Cluster::start(1).await;
+    let id = c.workers[0].id.clone();
+    let nats = async_nats::connect(c.nats.url()).await.unwrap();
+    let mut acks = nats
+        .subscribe(format!("weft.worker.{id}.acks.*"))
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    let wf = c.deploy(&four_node()).await;
+    const RUNS: usize = 40;
+    let runs = futures::future::join_all((0..RUNS).map(|n| c.run_sync(&wf, json!({"n": n})))).await;
+    let mut expected = HashSet::new();
+    for (s, run) in &runs {
+        assert_eq!(*s, 200, "{run}");
+        expected.insert(run["id"].as_str().unwrap().to_string());
+    }
+    let (mut messages, mut acked) = (0, Vec::new());
+    let mut lanes = HashSet::new();
+    while acked.len() < RUNS {
+        let m = tokio::time::timeout(Duration::from_secs(10), acks.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {RUNS} results acked", acked.len()))
+            .unwrap();
+        let a: weft_shared::wire::ResultAcks = weft_shared::wire::decode(&m.payload).unwrap();
+        messages += 1;
+        lanes.insert(m.subject.to_string());
+        acked.extend(a.runs.iter().map(|(run, attempt)| {
+            assert_eq!(*attempt, 1);
+            run.to_string()
+        }));
+    }
+    acked.sort();
+    let unique = acked.iter().cloned().collect::<HashSet<_>>();
+    assert_eq!(unique.len(), acked.len(), "a result acked twice: {acked:?}");
+    assert_eq!(unique, expected);
+    assert!(
+        messages < RUNS,
+        "{messages} ack messages for {RUNS} results sent at once"
+    );
+    // Each arbiter sends on its own connection: its acks come back there.
+    for lane in &lanes {
+        assert!(
+            lane.ends_with(".acks.0") || lane.ends_with(".acks.1"),
+            "acks on {lane}: not an arbiter's lane"
+        );
+    }
+    c.shutdown().await;
+}
+
 /// A worker answers an assignment it took only if the run is still running
 /// after `ANSWER_TAKEN_WITHIN`: a shorter run's result is the answer. Seen on
 /// the coordinator's answer subjects: the short runs get none, a long run
