@@ -46,19 +46,66 @@ struct EnvelopeOut<'a, T> {
     body: &'a T,
 }
 
-#[derive(Deserialize)]
-struct EnvelopeHead {
-    v: u16,
-    kind: String,
+/// What the envelope of a message holds, read in one pass.
+enum Checked<T> {
+    Body(T),
+    Version(u16),
+    Kind(String),
 }
 
 #[derive(Deserialize)]
-struct EnvelopeIn<T> {
-    #[allow(dead_code)]
-    v: u16,
-    #[allow(dead_code)]
-    kind: String,
-    body: T,
+#[serde(field_identifier, rename_all = "lowercase")]
+enum EnvelopeField {
+    V,
+    Kind,
+    Body,
+    #[serde(other)]
+    Other,
+}
+
+struct EnvelopeVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Message> serde::de::Visitor<'de> for EnvelopeVisitor<T> {
+    type Value = Checked<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a message envelope (v, kind, body)")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked<T>, A::Error> {
+        use serde::de::Error;
+        let (mut v, mut kind, mut body) = (None::<u16>, None::<String>, None::<T>);
+        while let Some(field) = map.next_key::<EnvelopeField>()? {
+            match field {
+                EnvelopeField::V => v = Some(map.next_value()?),
+                EnvelopeField::Kind => kind = Some(map.next_value()?),
+                EnvelopeField::Body => {
+                    // Version and kind come first (as `encode` writes them):
+                    // a body of another kind or version is not read at all.
+                    if let Some(v) = v.filter(|v| *v != PROTOCOL_VERSION) {
+                        return Ok(Checked::Version(v));
+                    }
+                    if let Some(k) = kind.take_if(|k| k != T::KIND) {
+                        return Ok(Checked::Kind(k));
+                    }
+                    body = Some(map.next_value()?);
+                }
+                EnvelopeField::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        let v = v.ok_or_else(|| A::Error::missing_field("v"))?;
+        if v != PROTOCOL_VERSION {
+            return Ok(Checked::Version(v));
+        }
+        let kind = kind.ok_or_else(|| A::Error::missing_field("kind"))?;
+        if kind != T::KIND {
+            return Ok(Checked::Kind(kind));
+        }
+        body.map(Checked::Body)
+            .ok_or_else(|| A::Error::missing_field("body"))
+    }
 }
 
 /// Encodes a message in its envelope.
@@ -73,24 +120,23 @@ pub fn encode<T: Message>(msg: &T) -> Result<bytes::Bytes, WireError> {
         .map_err(|e| WireError::Encode(e.to_string()))
 }
 
-/// Decodes a message, checking version and kind first.
+/// Decodes a message, checking version and kind before the body is read
+/// (one pass over the bytes). Trailing fields are ignored.
 pub fn decode<T: Message>(bytes: &[u8]) -> Result<T, WireError> {
-    // The head is decoded on its own: the body stays unread until the version
-    // and kind are known to match. Trailing fields are ignored by serde.
-    let head: EnvelopeHead =
-        rmp_serde::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string()))?;
-    if head.v != PROTOCOL_VERSION {
-        return Err(WireError::Version(head.v));
-    }
-    if head.kind != T::KIND {
-        return Err(WireError::Kind {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    let checked = serde::Deserializer::deserialize_map(
+        &mut de,
+        EnvelopeVisitor::<T>(std::marker::PhantomData),
+    )
+    .map_err(|e| WireError::Decode(e.to_string()))?;
+    match checked {
+        Checked::Body(body) => Ok(body),
+        Checked::Version(v) => Err(WireError::Version(v)),
+        Checked::Kind(got) => Err(WireError::Kind {
             expected: T::KIND,
-            got: head.kind.chars().take(64).collect(),
-        });
+            got: got.chars().take(64).collect(),
+        }),
     }
-    let env: EnvelopeIn<T> =
-        rmp_serde::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string()))?;
-    Ok(env.body)
 }
 
 /// A workflow definition as it rides in an assignment: MessagePack bytes,
@@ -560,6 +606,29 @@ mod tests {
             decode::<Cancel>(&future),
             Err(WireError::Version(99))
         ));
+        // Version and kind are judged before the body is read: a body that
+        // would not decode does not hide them.
+        for (v, kind) in [(99, "cancel"), (PROTOCOL_VERSION, "assign")] {
+            let odd = rmp_serde::to_vec_named(&EnvelopeOut {
+                v,
+                kind,
+                body: &"not a cancel",
+            })
+            .unwrap();
+            match decode::<Cancel>(&odd) {
+                Err(WireError::Version(99)) => assert_eq!(v, 99),
+                Err(WireError::Kind { got, .. }) => assert_eq!(got, "assign"),
+                other => panic!("{v} {kind}: {other:?}"),
+            }
+        }
+        // A body that does not decode, of the right kind and version.
+        let bad = rmp_serde::to_vec_named(&EnvelopeOut {
+            v: PROTOCOL_VERSION,
+            kind: "cancel",
+            body: &"not a cancel",
+        })
+        .unwrap();
+        assert!(matches!(decode::<Cancel>(&bad), Err(WireError::Decode(_))));
     }
 
     proptest! {
