@@ -1382,22 +1382,26 @@ impl Dispatcher {
         run.record.nodes.extend(r.nodes);
         run.record.usage.add(&r.usage);
         run.record.model_runs.extend(r.model_runs);
-        let (tx, rx) = oneshot::channel::<Result<(), WriteError>>();
-        if run.record.trigger == "sync" && run.waiters.iter().any(|w| !w.is_closed()) {
+        let push = self.push_on_end(&run);
+        if run.record.trigger == "sync"
+            && push.is_none()
+            && run.waiters.iter().any(|w| !w.is_closed())
+        {
             // Its caller is answered from memory below; only the worker's
             // ack waits for this write, which may share a later commit.
-            self.store.enqueue_run_unhurried(&run.record, tx);
+            self.store
+                .enqueue_run_unhurried(&run.record, move |ok| persisted.send(ok));
         } else {
+            let (tx, rx) = oneshot::channel::<Result<(), WriteError>>();
             self.store.enqueue_run(&run.record, Some(tx));
+            tokio::spawn(async move {
+                let ok = matches!(rx.await, Ok(Ok(())));
+                persisted.send(ok);
+                if let (true, Some((p, id))) = (ok, push) {
+                    p.run_ended(id);
+                }
+            });
         }
-        let push = self.push_on_end(&run);
-        tokio::spawn(async move {
-            let ok = matches!(rx.await, Ok(Ok(())));
-            persisted.send(ok);
-            if let (true, Some((p, id))) = (ok, push) {
-                p.run_ended(id);
-            }
-        });
         self.complete(run);
     }
 

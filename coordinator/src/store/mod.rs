@@ -362,15 +362,17 @@ impl Store {
     }
 
     /// As [`Store::enqueue_run`], for a waiter who needs durability but not
-    /// speed: the write may wait a few milliseconds to share a commit.
+    /// speed: the write may wait a few milliseconds to share a commit, and
+    /// `then` is called from the writer (which it must not hold up) with
+    /// whether it is durable.
     pub fn enqueue_run_unhurried(
         &self,
         run: &RunRecord,
-        done: oneshot::Sender<Result<(), WriteError>>,
+        then: impl FnOnce(bool) + Send + Sync + 'static,
     ) {
         self.enqueue(writer::Op::Upsert(
             Arc::new(run.clone()),
-            writer::Wait::Later(done),
+            writer::Wait::Later(Box::new(then)),
         ));
     }
 
@@ -773,9 +775,11 @@ mod tests {
         r.status = RunStatus::Succeeded;
         r.output = Some(json!({"n": 42}));
         let (tx, rx) = oneshot::channel();
-        store.enqueue_run_unhurried(&r, tx);
+        store.enqueue_run_unhurried(&r, move |durable| {
+            let _ = tx.send(durable);
+        });
         assert_eq!(store.get_run(r.id).await.unwrap().unwrap(), r);
-        rx.await.unwrap().unwrap();
+        assert!(rx.await.unwrap(), "the write failed");
         assert_eq!(store.load_run(r.id).await.unwrap().unwrap(), r);
         // Ended runs are still read from memory, identical to the store.
         assert_eq!(store.get_run(r.id).await.unwrap().unwrap(), r);

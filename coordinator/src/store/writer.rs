@@ -39,8 +39,10 @@ pub(super) enum Wait {
     /// that a poller reads from the store): commit at once.
     Soon(oneshot::Sender<Result<(), WriteError>>),
     /// Someone who needs durability but not speed (a sync run's result ack:
-    /// its caller was answered from memory): may linger like `No`.
-    Later(oneshot::Sender<Result<(), WriteError>>),
+    /// its caller was answered from memory): may linger like `No`. Told by
+    /// a call from the writer's task (whether the write is durable), so
+    /// nothing waits on a task of its own.
+    Later(Box<dyn FnOnce(bool) + Send + Sync>),
 }
 
 /// How long writes nobody hurries for wait to share a commit. A short run's
@@ -165,10 +167,10 @@ pub(super) fn spawn(pool: SqlitePool, memory: RunMemory) -> mpsc::Sender<Op> {
             memory.settle(&batch, result.is_ok());
             for op in batch.drain(..) {
                 match op {
-                    Op::Upsert(_, Wait::Soon(done) | Wait::Later(done))
-                    | Op::Delivery(_, Some(done)) => {
+                    Op::Upsert(_, Wait::Soon(done)) | Op::Delivery(_, Some(done)) => {
                         let _ = done.send(result.clone());
                     }
+                    Op::Upsert(_, Wait::Later(then)) => then(result.is_ok()),
                     Op::Flush(done) => {
                         let _ = done.send(());
                     }
