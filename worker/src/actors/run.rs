@@ -166,7 +166,8 @@ impl RunActor {
             worker_id = %worker_id,
             trace_id = %trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
         );
-        if let Some(t) = &trace {
+        // The remote parent is read by the span exporter only.
+        if let (Some(t), true) = (&trace, weft_shared::telemetry::exporting_spans()) {
             weft_shared::telemetry::set_remote_parent(&span, t);
         }
         RunActor {
