@@ -82,6 +82,15 @@ pub fn exporting_spans() -> bool {
     EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Whether per-run and per-node spans are worth making: when spans are
+/// exported, or debug events (which the spans give their context) are
+/// logged. Otherwise a span only costs the log layer's formatting of its
+/// fields, on every run and node; the few events above debug inside a run
+/// name their run themselves.
+pub fn run_spans_wanted() -> bool {
+    exporting_spans() || tracing::enabled!(tracing::Level::DEBUG)
+}
+
 /// For a binary's `main`: the crypto provider, then [`init`]; on failure
 /// prints `<service>: <error>` and exits with the config exit code.
 pub fn start_or_exit(service: &'static str, json: bool, otlp_endpoint: &str) -> Telemetry {
@@ -237,6 +246,19 @@ async fn wait_for_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_spans_are_made_only_for_debug_logs_or_an_exporter() {
+        let at = |level| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(level)
+                .with_writer(std::io::sink)
+                .finish();
+            tracing::subscriber::with_default(subscriber, run_spans_wanted)
+        };
+        assert!(!at(tracing::Level::INFO));
+        assert!(at(tracing::Level::DEBUG));
+    }
 
     #[test]
     fn labels_are_capped_per_kind() {

@@ -184,7 +184,7 @@ impl Actor for NodeActor {
                 Err(panic) => {
                     let msg = panic_message(&panic);
                     metrics::counter!(m::NODE_PANICS).increment(1);
-                    tracing::error!(node_id = %attempt.plan.nodes[attempt.idx].id, panic = %msg, "node panicked");
+                    tracing::error!(run_id = %attempt.run.run_id, workflow_id, node_id = %attempt.plan.nodes[attempt.idx].id, panic = %msg, "node panicked");
                     (
                         Err(NodeError::new(
                             ErrorCode::NodePanicked,

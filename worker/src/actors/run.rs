@@ -158,14 +158,18 @@ impl RunActor {
         let trace = traceparent
             .as_deref()
             .and_then(weft_shared::trace::TraceParent::parse);
-        let span = tracing::info_span!(
-            "run",
-            run_id = %run_id,
-            attempt,
-            workflow_id = %workflow_id,
-            worker_id = %worker_id,
-            trace_id = %trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
-        );
+        let span = if weft_shared::telemetry::run_spans_wanted() {
+            tracing::info_span!(
+                "run",
+                run_id = %run_id,
+                attempt,
+                workflow_id = %workflow_id,
+                worker_id = %worker_id,
+                trace_id = %trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
+            )
+        } else {
+            tracing::Span::none()
+        };
         // The remote parent is read by the span exporter only.
         if let (Some(t), true) = (&trace, weft_shared::telemetry::exporting_spans()) {
             weft_shared::telemetry::set_remote_parent(&span, t);
@@ -266,7 +270,11 @@ impl RunActor {
             run,
             records: Default::default(),
         };
-        let span = tracing::info_span!(parent: &self.span, "node", node_id = %node.id, kind = node.spec.kind());
+        let span = if self.span.is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(parent: &self.span, "node", node_id = %node.id, kind = node.spec.kind())
+        };
         let addr = NodeActor::new(
             attempt,
             self.workflow_id.clone(),
@@ -666,7 +674,7 @@ impl Actor for RunActor {
             None => self.start_node(self.plan.input, ctx),
             Some(cp) => {
                 if let Err(msg) = self.restore(cp, ctx) {
-                    tracing::error!(error = %msg, "cannot resume the run from its checkpoint");
+                    tracing::error!(run_id = %self.run_id, error = %msg, "cannot resume the run from its checkpoint");
                     self.finish(
                         RunStatus::Failed,
                         None,
