@@ -226,12 +226,13 @@ pub async fn serve_hello(
 /// One `GET /hello`.
 pub struct HttpHello {
     pub http: reqwest::Client,
-    pub url: String,
+    /// Parsed once, as [`crate::api::SyncRun`]'s.
+    pub url: reqwest::Url,
 }
 
 impl Op for HttpHello {
     fn call(&self) -> impl Future<Output = Outcome> + Send {
-        let request = self.http.get(&self.url);
+        let request = self.http.get(self.url.clone());
         async move {
             let response = request
                 .send()
@@ -274,11 +275,11 @@ mod tests {
         }));
         let hello = HttpHello {
             http: crate::api::http_client(Duration::from_secs(5)).expect("client"),
-            url: format!("http://127.0.0.1:{port}/hello"),
+            url: format!("http://127.0.0.1:{port}/hello").parse().unwrap(),
         };
         assert_eq!(hello.call().await, Ok(()));
         let missing = HttpHello {
-            url: format!("http://127.0.0.1:{port}/nope"),
+            url: format!("http://127.0.0.1:{port}/nope").parse().unwrap(),
             ..hello
         };
         assert_eq!(missing.call().await, Err("http_404".into()));

@@ -333,7 +333,8 @@ async fn run_scenario(args: RunArgs) -> Result<(), LoadError> {
         RunMode::Sync => {
             let op = SyncRun {
                 http: weft.http().clone(),
-                url,
+                url: reqwest::Url::parse(&url)
+                    .map_err(|e| LoadError::Usage(format!("--url: {e}")))?,
                 body,
             };
             measure(scenario.name(), op, &params, &args.load).await?
@@ -419,7 +420,8 @@ async fn http_baseline(args: HttpBaselineArgs) -> Result<(), LoadError> {
             Ok(http) => {
                 let op = HttpHello {
                     http,
-                    url: format!("http://127.0.0.1:{port}/hello"),
+                    url: reqwest::Url::parse(&format!("http://127.0.0.1:{port}/hello"))
+                        .map_err(|e| LoadError::Other(format!("hello url: {e}")))?,
                 };
                 measure("http-baseline", op, &params, &args.load).await
             }
