@@ -23,6 +23,10 @@ pub struct Expr {
     program: cel::Program,
     /// The context roots it names: only these are converted for CEL.
     roots: Vec<&'static str>,
+    /// For an expression that only selects (`steps.work.output.n`, the most
+    /// common output field): its root and field names, followed straight
+    /// through the context's JSON — no conversion to CEL values and back.
+    path: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Expr {
@@ -68,6 +72,7 @@ impl Expr {
             source: source.to_string(),
             program,
             roots,
+            path: selection_path(source),
         })
     }
 
@@ -77,6 +82,23 @@ impl Expr {
 
     /// Evaluates against a context object (`{"input": …, "steps": …}`).
     pub fn eval(&self, context: &Value) -> Result<Value, String> {
+        // A selection whose every step exists is that JSON value (CEL would
+        // give the same, with an object's keys in hash order). Anything else,
+        // errors included, is CEL's to judge.
+        if let Some(path) = &self.path {
+            let mut at = context.get(&path[0]);
+            for field in &path[1..] {
+                at = at.and_then(|v| v.as_object()).and_then(|o| o.get(field));
+            }
+            if let Some(v) = at {
+                return Ok(v.clone());
+            }
+        }
+        self.eval_cel(context)
+    }
+
+    /// Evaluates with CEL, whatever the expression.
+    fn eval_cel(&self, context: &Value) -> Result<Value, String> {
         let mut ctx = stdlib().new_inner_scope();
         // Converting a root is a deep copy: only those named, straight from
         // the context (an output field naming `steps` does not pay for `input`).
@@ -105,6 +127,20 @@ impl Expr {
             )),
         }
     }
+}
+
+/// The root and field names of an expression that is only a selection
+/// chain from a context root (`input.a.b`), else `None`.
+fn selection_path(source: &str) -> Option<Vec<String>> {
+    let parts: Vec<String> = source.split('.').map(|p| p.trim().to_string()).collect();
+    let identifier = |p: &String| {
+        let mut chars = p.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    (CONTEXT_ROOTS.contains(&parts[0].as_str()) && parts.iter().all(identifier)).then_some(parts)
 }
 
 /// Longest expression accepted, in bytes.
@@ -280,6 +316,53 @@ mod tests {
             json!("a")
         );
         assert!(Expr::compile("1 + 2").unwrap().roots.is_empty());
+    }
+
+    #[test]
+    fn a_selection_is_followed_through_the_json_as_cel_would() {
+        let ctx = json!({
+            "input": {"n": 3, "big": 18446744073709551615u64, "neg": -4, "f": 1.5,
+                      "s": "x", "nil": null, "list": [1, {"a": 2}],
+                      "deep": {"b": {"c": {"d": true}}}},
+            "steps": {"work": {"output": {"n": 4, "obj": {"z": 1, "a": [2, 3]}}}},
+        });
+        for (source, fast) in [
+            ("input", true),
+            ("input.n", true),
+            ("input.big", true),
+            ("input.neg", true),
+            ("input.f", true),
+            ("input.s", true),
+            ("input.nil", true),
+            ("input.list", true),
+            ("input . deep . b.c.d", true),
+            ("steps.work.output.n", true),
+            ("steps.work.output.obj", true),
+            // Not selections: CEL alone.
+            ("input.n + 1", false),
+            ("input.list[1].a", false),
+            ("has(input.n)", false),
+            // Selections that fail: CEL's error, as before.
+            ("input.missing", true),
+            ("input.n.x", true),
+            ("input.nil.x", true),
+            ("steps.other.output", true),
+            ("env.A", true),
+        ] {
+            let e = Expr::compile(source).unwrap();
+            assert_eq!(e.path.is_some(), fast, "{source}");
+            assert_eq!(e.eval(&ctx), e.eval_cel(&ctx), "{source}");
+        }
+        assert!(Expr::compile("input.missing").unwrap().eval(&ctx).is_err());
+        // An object selected keeps its keys' order (CEL's map does not).
+        let obj = Expr::compile("steps.work.output.obj")
+            .unwrap()
+            .eval(&ctx)
+            .unwrap();
+        assert_eq!(
+            obj.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["z", "a"]
+        );
     }
 
     #[test]
