@@ -16,6 +16,10 @@
 # script, which stops them in order: workers drain first, NATS goes last.
 # Build profile: WEFT_PROFILE=dev (default, shared with the tests) or release;
 # WEFT_BIN_DIR=DIR runs the binaries in DIR instead of building.
+# NATS runs with GOMAXPROCS = half the cores (at least 1; WEFT_NATS_GOMAXPROCS
+# overrides): it shares this machine with the coordinator, the workers and
+# the load generator, and Go's idle processors spinning for work cost it a
+# third more CPU per message on 2 cores.
 #
 # bench: starts the cluster as `up` does (plus the mock model on 127.0.0.1:8089,
 # answering in 500 ms, for `ai`), measures the two baselines (NATS
@@ -26,6 +30,8 @@
 # WEFT_BENCH_ARGS (default "--connections 32"; e.g. "--rate 5000" for an open
 # loop). Every step is bounded by `timeout`. For figures worth publishing:
 #   WEFT_PROFILE=release loadtest/cluster.sh bench trivial 10
+# (with WEFT_WORKERS=1 on a 2-core machine: a worker runs an arbiter per core,
+# so a second worker process there only adds threads competing for them).
 # `up` and `demo` clear .weft-local/, earlier bench results included; bench
 # keeps earlier bench-* directories.
 #
@@ -149,7 +155,9 @@ export WEFT_TOKEN
 (umask 077 && printf '%s\n' "$WEFT_TOKEN" >"$STATE/admin-token")
 AUTH=(-H "Authorization: Bearer $WEFT_TOKEN")
 
-setsid "$WEFT_NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$STATE/nats" >"$STATE/nats.log" 2>&1 &
+CORES="$(nproc 2>/dev/null || echo 2)"
+NATS_PROCS="${WEFT_NATS_GOMAXPROCS:-$(( CORES / 2 > 0 ? CORES / 2 : 1 ))}"
+GOMAXPROCS="$NATS_PROCS" setsid "$WEFT_NATS_SERVER" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$STATE/nats" >"$STATE/nats.log" 2>&1 &
 PIDS+=($!)
 export WEFT_NATS_URL="nats://127.0.0.1:$NATS_PORT"
 WEFT_HTTP_ADDR="127.0.0.1:$HTTP_PORT" WEFT_DATABASE_URL="sqlite://$STATE/weft.db" WEFT_ADMIN_TOKEN="$WEFT_TOKEN" \
