@@ -112,6 +112,12 @@ pub enum Cmd {
         seq: u64,
         outcome: Result<AssignReply, AssignFailure>,
     },
+    /// Whether the worker holds the run of sending `seq` could not be
+    /// learnt: ask again after another `assign_timeout`.
+    AskAgain {
+        run_id: Uuid,
+        seq: u64,
+    },
     Cancel(Uuid, oneshot::Sender<Option<RunRecord>>),
     /// The runs a worker says it holds (asked when it joined): adopt them.
     Adopt {
@@ -661,6 +667,12 @@ impl Dispatcher {
                 seq,
                 outcome,
             } => self.assignment_answered(run_id, seq, outcome),
+            Cmd::AskAgain { run_id, seq } => {
+                if self.awaiting(run_id, seq).is_some() {
+                    let deadline = Instant::now() + self.cfg.assign_timeout;
+                    self.unconfirmed.push_back((deadline, run_id, seq));
+                }
+            }
             Cmd::Cancel(run_id, reply) => {
                 let rec = self.finish_here(
                     run_id,
@@ -1098,42 +1110,53 @@ impl Dispatcher {
     /// [`wire::ANSWER_TAKEN_WITHIN`] (its result answers otherwise), so silence
     /// can also be a result still on its way: the worker is asked which runs
     /// it holds — executing, or ended with the result not yet acknowledged.
-    /// Those it holds stand as taken; the others (or all, if it does not
-    /// answer in time either) are placed again.
+    /// Those it holds stand as taken; the others are placed again, as are
+    /// all if nobody listens for the question (the worker is gone). If the
+    /// question goes unanswered (NATS trouble), nothing is decided: the runs
+    /// are asked about again after another `assign_timeout`, and a worker
+    /// that is gone is found by its missing heartbeats.
     fn ask_before_placing_again(&self, worker_id: String, runs: Vec<(Uuid, u64, u32)>) {
         let nats = self.nats.clone();
         let subject = self.subjects.held_runs(&worker_id);
         let tx = self.tx.clone();
         let timeout = self.cfg.assign_timeout;
         tokio::spawn(async move {
-            let held = async {
-                let query = wire::encode(&weft_shared::wire::HeldRunsQuery {}).ok()?;
-                let msg = tokio::time::timeout(timeout, nats.request(subject, query))
-                    .await
-                    .ok()?
-                    .ok()?;
-                wire::decode::<weft_shared::wire::HeldRuns>(&msg.payload).ok()
-            }
-            .await;
+            let query = wire::encode(&weft_shared::wire::HeldRunsQuery {});
+            let answer = match query {
+                Ok(q) => tokio::time::timeout(timeout, nats.request(subject, q)).await,
+                Err(_) => return,
+            };
+            let held: Option<HashSet<(Uuid, u32)>> = match answer {
+                Ok(Ok(msg)) => match wire::decode::<weft_shared::wire::HeldRuns>(&msg.payload) {
+                    Ok(h) => Some(h.runs.into_iter().collect()),
+                    Err(_) => None,
+                },
+                Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                    Some(HashSet::new())
+                }
+                Ok(Err(_)) | Err(_) => None,
+            };
             for (run_id, seq, attempt) in runs {
-                let outcome = match &held {
-                    Some(h) if h.runs.contains(&(run_id, attempt)) => {
+                let cmd = match &held {
+                    None => Cmd::AskAgain { run_id, seq },
+                    Some(h) if h.contains(&(run_id, attempt)) => {
                         tracing::debug!(run_id = %run_id, worker_id, "assignment not answered in time, but the worker holds the run");
-                        Ok(AssignReply::taken(None))
+                        Cmd::AssignDone {
+                            run_id,
+                            seq,
+                            outcome: Ok(AssignReply::taken(None)),
+                        }
                     }
-                    Some(_) => Err(AssignFailure::Other(
-                        "assignment not confirmed in time; the worker does not hold the run".into(),
-                    )),
-                    None => Err(AssignFailure::Other(
-                        "assignment not confirmed in time; the worker did not say what it holds"
-                            .into(),
-                    )),
+                    Some(_) => Cmd::AssignDone {
+                        run_id,
+                        seq,
+                        outcome: Err(AssignFailure::Other(
+                            "assignment not confirmed in time; the worker does not hold the run"
+                                .into(),
+                        )),
+                    },
                 };
-                let _ = tx.send(Cmd::AssignDone {
-                    run_id,
-                    seq,
-                    outcome,
-                });
+                let _ = tx.send(cmd);
             }
         });
     }

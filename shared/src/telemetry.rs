@@ -88,7 +88,11 @@ pub fn exporting_spans() -> bool {
 /// fields, on every run and node; the few events above debug inside a run
 /// name their run themselves.
 pub fn run_spans_wanted() -> bool {
-    exporting_spans() || tracing::enabled!(tracing::Level::DEBUG)
+    // The most verbose level any filter directive enables, whatever its
+    // target (`RUST_LOG=info,weft_worker=debug` counts).
+    exporting_spans()
+        || tracing::level_filters::LevelFilter::current()
+            >= tracing::level_filters::LevelFilter::DEBUG
 }
 
 /// For a binary's `main`: the crypto provider, then [`init`]; on failure
@@ -258,6 +262,15 @@ mod tests {
         };
         assert!(!at(tracing::Level::INFO));
         assert!(at(tracing::Level::DEBUG));
+        // Debug for the worker's own target only counts too.
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info,weft_worker=debug"))
+            .with_writer(std::io::sink)
+            .finish();
+        assert!(tracing::subscriber::with_default(
+            subscriber,
+            run_spans_wanted
+        ));
     }
 
     #[test]

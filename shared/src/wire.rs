@@ -79,17 +79,17 @@ impl<'de, T: Message> serde::de::Visitor<'de> for EnvelopeVisitor<T> {
             match field {
                 EnvelopeField::V => v = Some(map.next_value()?),
                 EnvelopeField::Kind => kind = Some(map.next_value()?),
-                EnvelopeField::Body => {
-                    // Version and kind come first (as `encode` writes them):
-                    // a body of another kind or version is not read at all.
-                    if let Some(v) = v.filter(|v| *v != PROTOCOL_VERSION) {
-                        return Ok(Checked::Version(v));
-                    }
-                    if let Some(k) = kind.take_if(|k| k != T::KIND) {
-                        return Ok(Checked::Kind(k));
-                    }
-                    body = Some(map.next_value()?);
+                // Version and kind come first (as `encode` writes them): a
+                // body of another kind or version is skipped, not read as
+                // this one (and the envelope's other fields still are, so
+                // the mismatch is reported, not a decoding error).
+                EnvelopeField::Body
+                    if v.is_some_and(|v| v != PROTOCOL_VERSION)
+                        || kind.as_deref().is_some_and(|k| k != T::KIND) =>
+                {
+                    map.next_value::<serde::de::IgnoredAny>()?;
                 }
+                EnvelopeField::Body => body = Some(map.next_value()?),
                 EnvelopeField::Other => {
                     map.next_value::<serde::de::IgnoredAny>()?;
                 }
@@ -621,6 +621,26 @@ mod tests {
                 other => panic!("{v} {kind}: {other:?}"),
             }
         }
+        // A later version that adds a field after the body is still named
+        // as the version it is.
+        #[derive(Serialize)]
+        struct Later<'a> {
+            v: u16,
+            kind: &'a str,
+            body: &'a str,
+            extra: u8,
+        }
+        let later = rmp_serde::to_vec_named(&Later {
+            v: 99,
+            kind: "cancel",
+            body: "new",
+            extra: 1,
+        })
+        .unwrap();
+        assert!(matches!(
+            decode::<Cancel>(&later),
+            Err(WireError::Version(99))
+        ));
         // A body that does not decode, of the right kind and version.
         let bad = rmp_serde::to_vec_named(&EnvelopeOut {
             v: PROTOCOL_VERSION,

@@ -612,8 +612,15 @@ fn accept(a: Assign, taker: &Taker, plans: &mut HashMap<(String, u32), Arc<Plan>
     let Ok(mut runs) = shared.runs.lock() else {
         return refuse("worker state unavailable");
     };
-    // A repeated assignment of a run already here: confirm it again.
-    if runs.contains_key(&a.run_id) {
+    // A repeated assignment of a run already here — executing, or ended
+    // with its outcome not yet acknowledged: confirm it again.
+    let ended_here = || {
+        shared
+            .unacked
+            .lock()
+            .is_ok_and(|u| u.contains_key(&(a.run_id, a.attempt)))
+    };
+    if runs.contains_key(&a.run_id) || ended_here() {
         return Taken::Answer(AssignReply::taken(None));
     }
     if shared.inflight.load(Ordering::Relaxed) >= shared.capacity {
@@ -739,6 +746,7 @@ fn outbox<T: wire::Message + Send + 'static>(
         if let Some(out) = out {
             if main_lane.send(out).is_err() {
                 tracing::warn!(run_id = %run.0, "worker stopping: result not sent");
+                acked(&shared, run);
             }
         }
     })
@@ -824,7 +832,7 @@ async fn run_lane(
                 if unacked.is_empty() {
                     sweep.as_mut().reset((Instant::now() + RESEND_SWEEP).into());
                 }
-                unacked.insert(
+                let earlier = unacked.insert(
                     out.run,
                     Unacked {
                         subject: out.subject,
@@ -833,6 +841,11 @@ async fn run_lane(
                         tries: 0,
                     },
                 );
+                // The same run and attempt reported again (cannot happen
+                // while repeats are refused; counted right if it does).
+                if earlier.is_some() {
+                    acked(&shared, out.run);
+                }
             }
             msg = acks.next() => {
                 let Some(msg) = msg else { break };
@@ -849,10 +862,23 @@ async fn run_lane(
                             }
                         }
                     }
-                    Err(e) => {
-                        ::metrics::counter!(metrics::WIRE_ERRORS, "subject" => "acks").increment(1);
-                        tracing::debug!(error = %e, "dropped a bad ack");
-                    }
+                    // A coordinator from before `ResultAcks` answers each
+                    // result with a `ResultAck` naming its run.
+                    Err(e) => match wire::decode::<wire::ResultAck>(&msg.payload) {
+                        Ok(a) => {
+                            nobody_listens = false;
+                            let of_run: Vec<_> =
+                                unacked.keys().filter(|k| k.0 == a.run_id).copied().collect();
+                            for run in of_run {
+                                unacked.remove(&run);
+                                acked(&shared, run);
+                            }
+                        }
+                        Err(_) => {
+                            ::metrics::counter!(metrics::WIRE_ERRORS, "subject" => "acks").increment(1);
+                            tracing::debug!(error = %e, "dropped a bad ack");
+                        }
+                    },
                 }
             }
             () = &mut sweep, if !unacked.is_empty() => {
@@ -876,6 +902,18 @@ async fn run_lane(
                 sweep.as_mut().reset((now + RESEND_SWEEP).into());
             }
         }
+    }
+    // The connection is closing (the process ends): what is still unacked
+    // cannot be sent from here; the drain is not held up for it, and the
+    // coordinator places those runs again when this worker is gone.
+    if !unacked.is_empty() {
+        tracing::warn!(
+            results = unacked.len(),
+            "results unacknowledged at shutdown"
+        );
+    }
+    for run in unacked.into_keys() {
+        acked(&shared, run);
     }
 }
 

@@ -500,6 +500,89 @@ async fn an_unanswered_assignment_stands_if_its_worker_holds_the_run() {
     c.shutdown().await;
 }
 
+/// If the worker does not answer what it holds either (a NATS hiccup, a
+/// stalled process), nothing is decided: the run is not placed again while
+/// the worker heartbeats, and is asked about again; once the worker says it
+/// holds the run, it stands as taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_question_about_held_runs_decides_nothing() {
+    use futures::StreamExt;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use weft_shared::wire::{self, HeldRuns};
+    let c = Cluster::start_with(0, |cfg| cfg.assign_timeout_ms = 300).await;
+    let nats = async_nats::connect(c.nats.url()).await.unwrap();
+    let mut assigns = nats.subscribe("weft.worker.quiet.assign").await.unwrap();
+    let mut queries = nats.subscribe("weft.worker.quiet.runs").await.unwrap();
+    nats.flush().await.unwrap();
+    let (sent, asked, answer) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let run = Arc::new(std::sync::Mutex::new(None));
+    let taker = {
+        let (sent, run) = (sent.clone(), run.clone());
+        tokio::spawn(async move {
+            while let Some(m) = assigns.next().await {
+                let a: wire::Assign = wire::decode(&m.payload).unwrap();
+                *run.lock().unwrap() = Some((a.run_id, a.attempt));
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let answerer = {
+        let (asked, answer, run, nats) = (asked.clone(), answer.clone(), run.clone(), nats.clone());
+        tokio::spawn(async move {
+            while let Some(q) = queries.next().await {
+                asked.fetch_add(1, Ordering::SeqCst);
+                if answer.load(Ordering::SeqCst) {
+                    let held = HeldRuns {
+                        worker_id: "quiet".into(),
+                        runs: run.lock().unwrap().iter().copied().collect(),
+                    };
+                    let bytes = wire::encode(&held).unwrap();
+                    nats.publish(q.reply.unwrap(), bytes).await.unwrap();
+                }
+            }
+        })
+    };
+    let beats = fake_heartbeats(nats.clone(), &["quiet"]);
+    c.wait_workers(1).await;
+    let wf = c.deploy(&four_node()).await;
+    let id = c.submit(&wf, json!({"n": 1})).await;
+    // Timeouts of 300 ms, each question unanswered for another 300 ms.
+    let start = Instant::now();
+    while asked.load(Ordering::SeqCst) < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never asked twice"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        sent.load(Ordering::SeqCst),
+        1,
+        "placed again without an answer"
+    );
+    let (_, queued) = c.get(&format!("/v1/runs/{id}")).await;
+    assert_eq!(queued["status"], "queued", "{queued}");
+    answer.store(true, Ordering::SeqCst);
+    let running = c
+        .wait_run_until(&id, Duration::from_secs(10), |v| v["status"] == "running")
+        .await;
+    assert_eq!(
+        running["attempts"].as_array().unwrap().len(),
+        1,
+        "{running}"
+    );
+    assert_eq!(sent.load(Ordering::SeqCst), 1);
+    for t in [taker, answerer, beats] {
+        t.abort();
+    }
+    c.shutdown().await;
+}
+
 /// A run that ended while no coordinator listened is still the worker's to
 /// report: its unacknowledged result counts as held when a restarted
 /// coordinator asks, so the run is adopted, not placed again.
