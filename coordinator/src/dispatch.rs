@@ -786,7 +786,7 @@ impl Dispatcher {
     fn checkpoint(&mut self, cp: RunCheckpoint, persisted: Ack) {
         let Some(run) = self.runs.get_mut(&cp.run_id) else {
             // Ended already (cancelled, timed out): nothing to keep.
-            persisted.send_soon(true);
+            persisted.send(true);
             return;
         };
         let current = match &run.placement {
@@ -818,7 +818,7 @@ impl Dispatcher {
         if !current {
             // An attempt other than the current one: the current one stands.
             tracing::debug!(run_id = %cp.run_id, worker_id = %cp.worker_id, "stale checkpoint ignored");
-            persisted.send_soon(true);
+            persisted.send(true);
             return;
         }
         if let Placement::Running(w) | Placement::Assigning(w) = &run.placement {
@@ -827,7 +827,7 @@ impl Dispatcher {
             }
         }
         let Some(wait_until) = cp.checkpoint.waiting.iter().map(|w| w.deadline_ms).min() else {
-            persisted.send_soon(true);
+            persisted.send(true);
             self.finish_here(
                 cp.run_id,
                 RunStatus::Failed,
@@ -1374,7 +1374,7 @@ impl Dispatcher {
     fn result(&mut self, r: RunResult, persisted: Ack) {
         let Some(mut run) = self.runs.remove(&r.run_id) else {
             // Already ended (a duplicate, or ended here first): nothing to keep.
-            persisted.send_soon(true);
+            persisted.send(true);
             return;
         };
         self.release(&run);
@@ -1828,11 +1828,6 @@ impl Ack {
         if let (true, Some(reply)) = (durable, self.reply) {
             let _ = self.acker.send((reply, self.run));
         }
-    }
-
-    /// As [`Ack::send`]: kept for the places that ack what needs no write.
-    fn send_soon(self, durable: bool) {
-        self.send(durable)
     }
 }
 
