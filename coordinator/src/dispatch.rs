@@ -734,7 +734,7 @@ impl Dispatcher {
             return;
         }
         run.record.status = p.status;
-        self.store.enqueue_run(&run.record, None);
+        self.store.enqueue_run(&run.record);
     }
 
     fn callback(
@@ -807,12 +807,8 @@ impl Dispatcher {
                 .last()
                 .is_some_and(|a| a.attempt == cp.attempt && a.worker_id == cp.worker_id);
         if repeated {
-            let (tx, rx) = oneshot::channel::<Result<(), WriteError>>();
-            self.store.enqueue_run(&run.record, Some(tx));
-            tokio::spawn(async move {
-                let ok = matches!(rx.await, Ok(Ok(())));
-                persisted.send(ok);
-            });
+            self.store
+                .enqueue_run_then(&run.record, move |w| persisted.send(w.is_ok()));
             return;
         }
         if !current {
@@ -860,12 +856,8 @@ impl Dispatcher {
             waiting = ?run.record.waiting.iter().map(|w| w.node_id.as_str()).collect::<Vec<_>>(),
             "run paused at human nodes"
         );
-        let (tx, rx) = oneshot::channel::<Result<(), WriteError>>();
-        self.store.enqueue_run(&run.record, Some(tx));
-        tokio::spawn(async move {
-            let ok = matches!(rx.await, Ok(Ok(())));
-            persisted.send(ok);
-        });
+        self.store
+            .enqueue_run_then(&run.record, move |w| persisted.send(w.is_ok()));
         // A synchronous caller hears that the run now waits for a person.
         for w in run.waiters.drain(..) {
             let _ = w.send(run.record.clone());
@@ -940,20 +932,16 @@ impl Dispatcher {
         }
         record.status = RunStatus::Queued;
         run.placement = Placement::Resuming;
-        let (tx, rx) = oneshot::channel::<Result<(), WriteError>>();
-        self.store.enqueue_run(&record, Some(tx));
         let back = self.tx.clone();
-        tokio::spawn(async move {
-            let written = match rx.await {
-                Ok(r) => r,
-                Err(_) => Err(WriteError::Closed),
-            };
-            let _ = back.send(Cmd::Resumed {
-                record: Box::new(record),
-                written,
-                reply,
+        let written_record = record.clone();
+        self.store
+            .enqueue_run_then(&written_record, move |written| {
+                let _ = back.send(Cmd::Resumed {
+                    record: Box::new(record),
+                    written,
+                    reply,
+                });
             });
-        });
     }
 
     /// The answer of [`Dispatcher::resume`] is durable (or could not be
@@ -1204,7 +1192,7 @@ impl Dispatcher {
                 a.ended_at_ms = None;
                 a.outcome = None;
             }
-            self.store.enqueue_run(&run.record, None);
+            self.store.enqueue_run(&run.record);
             adopted += 1;
         }
         if adopted > 0 {
@@ -1229,7 +1217,7 @@ impl Dispatcher {
             }
             run.record.status = RunStatus::Queued;
             run.placement = Placement::Pending;
-            self.store.enqueue_run(&run.record, None);
+            self.store.enqueue_run(&run.record);
             self.pending.push_front(run_id);
             tracing::warn!(run_id = %run_id, worker_id, "run placed again after worker loss");
         }
@@ -1348,7 +1336,7 @@ impl Dispatcher {
                 run.record
                     .started_at_ms
                     .get_or_insert(started_at_ms.unwrap_or_else(now_ms));
-                self.store.enqueue_run(&run.record, None);
+                self.store.enqueue_run(&run.record);
             }
             other => {
                 let reason = match &other {
@@ -1413,14 +1401,11 @@ impl Dispatcher {
             // Its caller is answered from memory below; only the worker's
             // ack waits for this write, which may share a later commit.
             self.store
-                .enqueue_run_unhurried(&run.record, move |ok| persisted.send(ok));
+                .enqueue_run_unhurried(&run.record, move |w| persisted.send(w.is_ok()));
         } else {
-            let (tx, rx) = oneshot::channel::<Result<(), WriteError>>();
-            self.store.enqueue_run(&run.record, Some(tx));
-            tokio::spawn(async move {
-                let ok = matches!(rx.await, Ok(Ok(())));
-                persisted.send(ok);
-                if let (true, Some((p, id))) = (ok, push) {
+            self.store.enqueue_run_then(&run.record, move |w| {
+                persisted.send(w.is_ok());
+                if let (true, Some((p, id))) = (w.is_ok(), push) {
                     p.run_ended(id);
                 }
             });
@@ -1491,16 +1476,12 @@ impl Dispatcher {
         run.record.checkpoint = None;
         run.record.waiting.clear();
         match self.push_on_end(&run) {
-            Some((p, id)) => {
-                let (tx, rx) = oneshot::channel::<Result<(), WriteError>>();
-                self.store.enqueue_run(&run.record, Some(tx));
-                tokio::spawn(async move {
-                    if matches!(rx.await, Ok(Ok(()))) {
-                        p.run_ended(id);
-                    }
-                });
-            }
-            None => self.store.enqueue_run(&run.record, None),
+            Some((p, id)) => self.store.enqueue_run_then(&run.record, move |w| {
+                if w.is_ok() {
+                    p.run_ended(id);
+                }
+            }),
+            None => self.store.enqueue_run(&run.record),
         }
         let rec = run.record.clone();
         self.complete(run);

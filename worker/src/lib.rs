@@ -66,10 +66,10 @@ struct Shared {
     capacity: u32,
     inflight: AtomicU32,
     draining: AtomicBool,
-    /// Results (and checkpoints) sent and not yet acknowledged, per (run,
-    /// attempt): counted for the drain, reported as held to a coordinator
-    /// that asks after a restart.
-    unacked: Mutex<HashMap<(Uuid, u32), usize>>,
+    /// Runs (and attempts) whose result or checkpoint is sent and not yet
+    /// acknowledged: waited for by the drain, reported as held to a
+    /// coordinator that asks. An attempt reports once, so a set.
+    unacked: Mutex<HashSet<(Uuid, u32)>>,
     /// Runs held, with their attempt numbers.
     runs: Mutex<HashMap<Uuid, (Addr<RunActor>, u32)>>,
 }
@@ -117,7 +117,7 @@ pub async fn run_with(
         capacity: config.capacity,
         inflight: AtomicU32::new(0),
         draining: AtomicBool::new(false),
-        unacked: Mutex::new(HashMap::new()),
+        unacked: Mutex::new(HashSet::new()),
         runs: Mutex::new(HashMap::new()),
     });
     let env = Arc::new(nodes::NodeEnv {
@@ -139,7 +139,7 @@ pub async fn run_with(
     ::metrics::gauge!(metrics::WORKER_CAPACITY).set(config.capacity as f64);
 
     // Results, and runs paused at human nodes, go to the coordinator until
-    // acknowledged. Each is counted in `unacked` at once, then handed to the
+    // acknowledged. Each is recorded in `unacked` at once, then handed to the
     // lane of the thread of the actor that ended the run — its arbiter's
     // connection — or, off the arbiters, to the main connection's lane.
     let (main_lane, main_lane_task) = start_lane(&nats, &subjects, &shared, "main")
@@ -336,7 +336,7 @@ pub async fn run_with(
                     .map(|m| m.iter().map(|(id, (_, attempt))| (*id, *attempt)).collect())
                     .unwrap_or_default();
                 if let Ok(m) = shared.unacked.lock() {
-                    runs.extend(m.keys().copied());
+                    runs.extend(m.iter().copied());
                 }
                 let reply = weft_shared::wire::HeldRuns {
                     worker_id: shared.worker_id.clone(),
@@ -618,7 +618,7 @@ fn accept(a: Assign, taker: &Taker, plans: &mut HashMap<(String, u32), Arc<Plan>
         shared
             .unacked
             .lock()
-            .is_ok_and(|u| u.contains_key(&(a.run_id, a.attempt)))
+            .is_ok_and(|u| u.contains(&(a.run_id, a.attempt)))
     };
     if runs.contains_key(&a.run_id) || ended_here() {
         return Taken::Answer(AssignReply::taken(None));
@@ -727,7 +727,7 @@ fn outbox<T: wire::Message + Send + 'static>(
             }
         };
         if let Ok(mut u) = shared.unacked.lock() {
-            *u.entry(run).or_default() += 1;
+            u.insert(run);
         }
         let out = Outgoing {
             subject: subject.clone(),
@@ -752,15 +752,10 @@ fn outbox<T: wire::Message + Send + 'static>(
     })
 }
 
-/// One acknowledged message of `run` less.
+/// `run`'s outcome is acknowledged (or can no longer be sent).
 fn acked(shared: &Shared, run: (Uuid, u32)) {
     if let Ok(mut u) = shared.unacked.lock() {
-        if let Some(n) = u.get_mut(&run) {
-            *n -= 1;
-            if *n == 0 {
-                u.remove(&run);
-            }
-        }
+        u.remove(&run);
     }
 }
 
@@ -801,7 +796,24 @@ struct Unacked {
     subject: async_nats::Subject,
     bytes: bytes::Bytes,
     sent: Instant,
-    tries: u32,
+    /// Once NATS has said nobody listens: the delays between sends, and
+    /// the current one.
+    backoff: Option<(backon::ExponentialBackoff, Duration)>,
+}
+
+/// Delays between sends while no coordinator listens: 50 ms doubling to
+/// 5 s, jittered so that a coordinator coming back is not met by every
+/// result at once.
+fn resend_delays() -> (backon::ExponentialBackoff, Duration) {
+    use backon::BackoffBuilder;
+    let mut delays = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let first = delays.next().unwrap_or(ACK_WAIT);
+    (delays, first)
 }
 
 /// A lane's task: sends what it is handed with its ack subject as the reply
@@ -832,20 +844,15 @@ async fn run_lane(
                 if unacked.is_empty() {
                     sweep.as_mut().reset((Instant::now() + RESEND_SWEEP).into());
                 }
-                let earlier = unacked.insert(
+                unacked.insert(
                     out.run,
                     Unacked {
                         subject: out.subject,
                         bytes: out.bytes,
                         sent: Instant::now(),
-                        tries: 0,
+                        backoff: None,
                     },
                 );
-                // The same run and attempt reported again (cannot happen
-                // while repeats are refused; counted right if it does).
-                if earlier.is_some() {
-                    acked(&shared, out.run);
-                }
             }
             msg = acks.next() => {
                 let Some(msg) = msg else { break };
@@ -883,9 +890,9 @@ async fn run_lane(
             }
             () = &mut sweep, if !unacked.is_empty() => {
                 let now = Instant::now();
-                for (run, u) in unacked.iter_mut() {
+                for u in unacked.values_mut() {
                     let wait = if nobody_listens {
-                        resend_backoff(u.tries, run.0)
+                        u.backoff.get_or_insert_with(resend_delays).1
                     } else {
                         ACK_WAIT
                     };
@@ -897,7 +904,9 @@ async fn run_lane(
                         .publish_with_reply(u.subject.clone(), ack_subject.clone(), u.bytes.clone())
                         .await;
                     u.sent = Instant::now();
-                    u.tries = u.tries.saturating_add(1);
+                    if let Some((delays, wait)) = &mut u.backoff {
+                        *wait = delays.next().unwrap_or(ACK_WAIT);
+                    }
                 }
                 sweep.as_mut().reset((now + RESEND_SWEEP).into());
             }
@@ -915,14 +924,4 @@ async fn run_lane(
     for run in unacked.into_keys() {
         acked(&shared, run);
     }
-}
-
-/// How long to wait before sending again, after `tries` sends nobody
-/// listened to: 50 ms doubling to 5 s, spread by up to a half per run so
-/// that a coordinator coming back is not met by every result at once.
-fn resend_backoff(tries: u32, run_id: Uuid) -> Duration {
-    let base = Duration::from_millis(50).saturating_mul(1 << tries.min(7));
-    let base = base.min(Duration::from_secs(5));
-    let spread = (run_id.as_u128() & 0xff) as u32; // 0..=255
-    base + base * spread / 512
 }

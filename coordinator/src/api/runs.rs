@@ -329,7 +329,7 @@ pub async fn start(
         return Ok((StatusCode::ACCEPTED, [("location", status_url)], Json(body)).into_response());
     }
 
-    st.store.enqueue_run(&record, None);
+    st.store.enqueue_run(&record);
     let (tx, rx) = tokio::sync::oneshot::channel();
     st.dispatch.submit(
         Submission {

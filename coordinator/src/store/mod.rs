@@ -310,8 +310,11 @@ impl Store {
         let (tx, rx) = oneshot::channel();
         let run = Arc::new(run.clone());
         self.memory.insert(&run);
+        let then: writer::Then = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
         self.writer
-            .send(writer::Op::Upsert(run, writer::Wait::Soon(tx)))
+            .send(writer::Op::Upsert(run, writer::Wait::Soon(then)))
             .await
             .map_err(|_| WriteError::Closed)?;
         rx.await.map_err(|_| WriteError::Closed)??;
@@ -347,28 +350,31 @@ impl Store {
         saved
     }
 
-    /// Records a run's current state without waiting; `done` (if any) hears
-    /// when it is durable, soon. Writes keep the order they were enqueued in.
-    pub fn enqueue_run(
-        &self,
-        run: &RunRecord,
-        done: Option<oneshot::Sender<Result<(), WriteError>>>,
-    ) {
-        let wait = match done {
-            Some(tx) => writer::Wait::Soon(tx),
-            None => writer::Wait::No,
-        };
-        self.enqueue(writer::Op::Upsert(Arc::new(run.clone()), wait));
+    /// Records a run's current state without waiting. Writes keep the order
+    /// they were enqueued in.
+    pub fn enqueue_run(&self, run: &RunRecord) {
+        self.enqueue(writer::Op::Upsert(Arc::new(run.clone()), writer::Wait::No));
     }
 
-    /// As [`Store::enqueue_run`], for a waiter who needs durability but not
-    /// speed: the write may wait a few milliseconds to share a commit, and
-    /// `then` is called from the writer (which it must not hold up) with
-    /// whether it is durable.
+    /// As [`Store::enqueue_run`], committed soon; `then` is told from the
+    /// writer (which it must not hold up) whether the write is durable.
+    pub fn enqueue_run_then(
+        &self,
+        run: &RunRecord,
+        then: impl FnOnce(Result<(), WriteError>) + Send + Sync + 'static,
+    ) {
+        self.enqueue(writer::Op::Upsert(
+            Arc::new(run.clone()),
+            writer::Wait::Soon(Box::new(then)),
+        ));
+    }
+
+    /// As [`Store::enqueue_run_then`], for a waiter who needs durability but
+    /// not speed: the write may wait a few milliseconds to share a commit.
     pub fn enqueue_run_unhurried(
         &self,
         run: &RunRecord,
-        then: impl FnOnce(bool) + Send + Sync + 'static,
+        then: impl FnOnce(Result<(), WriteError>) + Send + Sync + 'static,
     ) {
         self.enqueue(writer::Op::Upsert(
             Arc::new(run.clone()),
@@ -766,17 +772,17 @@ mod tests {
         let mut r = run("wf");
         r.trigger = "sync".into();
         // Nobody waits on these writes; the reader sees each state at once.
-        store.enqueue_run(&r, None);
+        store.enqueue_run(&r);
         assert_eq!(store.get_run(r.id).await.unwrap().unwrap(), r);
         r.status = RunStatus::Running;
-        store.enqueue_run(&r, None);
+        store.enqueue_run(&r);
         assert_eq!(store.get_run(r.id).await.unwrap().unwrap(), r);
         // A sync run's result: durable when its waiter hears, not sooner.
         r.status = RunStatus::Succeeded;
         r.output = Some(json!({"n": 42}));
         let (tx, rx) = oneshot::channel();
-        store.enqueue_run_unhurried(&r, move |durable| {
-            let _ = tx.send(durable);
+        store.enqueue_run_unhurried(&r, move |written| {
+            let _ = tx.send(written.is_ok());
         });
         assert_eq!(store.get_run(r.id).await.unwrap().unwrap(), r);
         assert!(rx.await.unwrap(), "the write failed");
@@ -826,7 +832,7 @@ mod tests {
         store.save_run(&r).await.unwrap();
         r.status = RunStatus::Succeeded;
         r.output = Some(json!({"ok": true}));
-        store.enqueue_run(&r, None);
+        store.enqueue_run(&r);
         store.flush().await.unwrap();
         assert_eq!(store.load_run(r.id).await.unwrap().unwrap(), r);
         assert_eq!(store.get_run(r.id).await.unwrap().unwrap(), r);
@@ -873,7 +879,7 @@ mod tests {
         assert_eq!(store.load_run(paused.id).await.unwrap().unwrap(), paused);
 
         for _ in 0..5 {
-            store.enqueue_run(&run(&wf.id), None);
+            store.enqueue_run(&run(&wf.id));
         }
         store.flush().await.unwrap();
         let page = store

@@ -31,18 +31,20 @@ pub(super) enum Op {
     Flush(oneshot::Sender<()>),
 }
 
+/// Told, from the writer's task, whether a run write is durable. It must not
+/// hold the writer up: send on a channel, no more.
+pub(super) type Then = Box<dyn FnOnce(Result<(), WriteError>) + Send + Sync>;
+
 /// Who waits for a run write, and how long the writer may hold it.
 pub(super) enum Wait {
     /// Nobody: it may wait up to [`LINGER`] to share a commit.
     No,
     /// Someone who should hear soon (a 202, a resume, an async run's result
     /// that a poller reads from the store): commit at once.
-    Soon(oneshot::Sender<Result<(), WriteError>>),
+    Soon(Then),
     /// Someone who needs durability but not speed (a sync run's result ack:
-    /// its caller was answered from memory): may linger like `No`. Told by
-    /// a call from the writer's task (whether the write is durable), so
-    /// nothing waits on a task of its own.
-    Later(Box<dyn FnOnce(bool) + Send + Sync>),
+    /// its caller was answered from memory): may linger like `No`.
+    Later(Then),
 }
 
 /// How long writes nobody hurries for wait to share a commit. A short run's
@@ -167,10 +169,10 @@ pub(super) fn spawn(pool: SqlitePool, memory: RunMemory) -> mpsc::Sender<Op> {
             memory.settle(&batch, result.is_ok());
             for op in batch.drain(..) {
                 match op {
-                    Op::Upsert(_, Wait::Soon(done)) | Op::Delivery(_, Some(done)) => {
+                    Op::Upsert(_, Wait::Soon(then) | Wait::Later(then)) => then(result.clone()),
+                    Op::Delivery(_, Some(done)) => {
                         let _ = done.send(result.clone());
                     }
-                    Op::Upsert(_, Wait::Later(then)) => then(result.is_ok()),
                     Op::Flush(done) => {
                         let _ = done.send(());
                     }
